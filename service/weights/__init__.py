@@ -1,0 +1,1 @@
+"""Weight inspection: layers from the ONNX graph, per-tensor statistics, spectral metrics, diffs."""
