@@ -1,0 +1,59 @@
+"""Heat maps drawn over their inputs as one PNG (Pillow only, no plotting library)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+# Anchor colours of a dark-to-bright map (black, purple, red, orange, pale yellow): heat reads as
+# brightness even in greyscale print.
+_ANCHORS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+    dtype=np.float64,
+)
+_HEAT_WEIGHT = 0.6
+_GAP = 4
+
+
+def colormap(heat: np.ndarray) -> np.ndarray:
+    """[H, W] values in [0, 1] -> [H, W, 3] uint8 colours."""
+    position = np.clip(heat, 0.0, 1.0) * (len(_ANCHORS) - 1)
+    low = np.minimum(np.floor(position).astype(np.int64), len(_ANCHORS) - 2)
+    frac = (position - low)[..., None]
+    colours: np.ndarray = np.rint(_ANCHORS[low] * (1.0 - frac) + _ANCHORS[low + 1] * frac)
+    return colours.astype(np.uint8)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """One [C, H, W] input scaled to [0, 1] as RGB (three channels as colour, else their mean as grey)."""
+    data = np.asarray(image, np.float64)
+    planes = data if data.shape[0] == 3 else np.repeat(data.mean(axis=0, keepdims=True), 3, axis=0)
+    low, high = float(planes.min()), float(planes.max())
+    scaled = (planes - low) / (high - low) if high > low else np.zeros_like(planes)
+    return np.moveaxis(scaled, 0, -1)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """One [C, H, W] input with its [H, W] heat map blended over it, as [H, W, 3] uint8."""
+    blended = (1.0 - _HEAT_WEIGHT) * _as_rgb(image) * 255.0 + _HEAT_WEIGHT * colormap(heat)
+    return np.rint(np.clip(blended, 0.0, 255.0)).astype(np.uint8)
+
+
+def heatmap_png(images: np.ndarray, heatmaps: np.ndarray, size: int = 256) -> bytes:
+    """PNG of each [N, C, H, W] input with its heat map, side by side, each about `size` pixels."""
+    height, width = heatmaps.shape[-2:]
+    scale = max(1, size // max(height, width))
+    tiles = [
+        Image.fromarray(overlay(image, heat)).resize(
+            (width * scale, height * scale), Image.Resampling.NEAREST
+        )
+        for image, heat in zip(images, heatmaps, strict=True)
+    ]
+    sheet = Image.new("RGB", (len(tiles) * (width * scale + _GAP) - _GAP, height * scale), "white")
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, (i * (width * scale + _GAP), 0))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
