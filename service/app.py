@@ -1,0 +1,88 @@
+"""The application factory: ``create_app(settings)``; the lifespan owns every session and batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from service.http_errors import EXCEPTION_HANDLERS
+from service.registry import ModelRegistry
+from service.routes.health import HealthController
+from service.routes.models import ModelsController
+from service.routes.repository import RepositoryController
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Extensions of GET /v2, only those really implemented.
+EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration")
+
+
+def provide_registry(state: State) -> ModelRegistry:
+    registry: ModelRegistry = state.registry
+    return registry
+
+
+def provide_settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings
+
+
+async def _poll_forever(registry: ModelRegistry, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await registry.poll()
+        except Exception:  # a bad scan must not stop polling
+            log.exception("repository poll failed")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    registry = ModelRegistry(settings)
+    app.state.registry = registry
+    await registry.start()
+    poller = None
+    if settings.poll_interval_s > 0:
+        poller = asyncio.get_running_loop().create_task(_poll_forever(registry, settings.poll_interval_s))
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        await registry.drain(settings.drain_timeout_s)
+        await registry.aclose()
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return Litestar(
+        route_handlers=[HealthController, ModelsController, RepositoryController],
+        dependencies={
+            "registry": Provide(provide_registry, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        lifespan=[_lifespan],
+        state=State({"settings": settings, "extensions": list(EXTENSIONS)}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_request_bytes,
+        openapi_config=OpenAPIConfig(
+            title="weightserve",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

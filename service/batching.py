@@ -1,0 +1,233 @@
+"""Dynamic batching: requests that arrive while a batch runs are stacked into the next one.
+
+Knows nothing of ONNX or HTTP: it is built with an async ``run`` callable over named arrays whose
+first axis is the batch axis. Each request has its own future and gets exactly its own rows back;
+a failing batch is retried request by request so one bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import InferenceFailed, ModelNotReady, Overloaded, RequestTimeout, ServiceError
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+RunFn = Callable[[Arrays], Awaitable[Arrays]]
+BatchObserver = Callable[[int, int], None]
+"""Called after each execution with (rows, compute nanoseconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch_size: int = 64
+    max_queue_delay_s: float = 0.0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 256
+    timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    outputs: Arrays
+    queue_ns: int
+    compute_ns: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    feeds: Arrays
+    rows: int
+    key: tuple[tuple[str, str, tuple[int, ...]], ...]
+    enqueued: int
+    future: asyncio.Future[Outcome] = field(repr=False)
+
+
+def _signature(feeds: Arrays) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """Requests can share a batch only when every non-batch dimension and dtype agree."""
+    return tuple(sorted((name, arr.dtype.str, tuple(arr.shape[1:])) for name, arr in feeds.items()))
+
+
+class DynamicBatcher:
+    """One runner task per model version; one batch executes at a time."""
+
+    def __init__(self, run: RunFn, policy: BatchPolicy, label: str, observer: BatchObserver | None = None) -> None:
+        self._run = run
+        self._policy = policy
+        self._label = label
+        self._observer = observer
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self._policy
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        """Start the runner inside the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher {self._label}")
+
+    async def submit(self, feeds: Arrays, rows: int) -> Outcome:
+        """Queue one validated request and wait for its own rows of the outputs."""
+        if self._closed:
+            raise ModelNotReady(f"{self._label} is unloading")
+        if len(self._pending) >= self._policy.max_queue_size:
+            raise Overloaded(f"{self._label}: queue is full ({self._policy.max_queue_size} waiting requests)")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future))
+        self._wakeup.set()
+        return await future
+
+    async def aclose(self) -> None:
+        """Stop taking requests, let the running batch finish, fail what is still queued."""
+        self._closed = True
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
+        if self._task is not None:
+            self._wakeup.set()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._policy.max_queue_delay_s > 0:
+                await self._linger()
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+
+    async def _linger(self) -> None:
+        """Optionally wait a little for more rows; never beyond the oldest request's delay budget."""
+        deadline = self._pending[0].enqueued + int(self._policy.max_queue_delay_s * 1e9)
+        while sum(p.rows for p in self._pending) < self._policy.max_batch_size:
+            remaining = (deadline - time.monotonic_ns()) / 1e9
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _take(self) -> list[_Pending]:
+        """Pop a batch: same-signature requests in arrival order, up to the row limit."""
+        now = time.monotonic_ns()
+        timeout_ns = int(self._policy.timeout_s * 1e9)
+        first: _Pending | None = None
+        while self._pending and first is None:
+            item = self._pending.popleft()
+            if item.future.done():
+                continue  # the client went away
+            if now - item.enqueued > timeout_ns:
+                item.future.set_exception(
+                    RequestTimeout(f"{self._label}: request waited longer than {self._policy.timeout_s} s")
+                )
+                continue
+            first = item
+        if first is None:
+            return []
+        batch, rows, kept = [first], first.rows, deque[_Pending]()
+        limit = self._policy.max_batch_size
+        while self._pending:
+            item = self._pending.popleft()
+            if item.future.done():
+                continue
+            if item.key == first.key and rows + item.rows <= limit:
+                batch.append(item)
+                rows += item.rows
+            else:
+                kept.append(item)
+        kept.extend(self._pending)
+        self._pending = kept
+        return self._trim_to_preferred(batch)
+
+    def _trim_to_preferred(self, batch: list[_Pending]) -> list[_Pending]:
+        """Cut the batch at the largest preferred size it reaches; the rest goes back first in line."""
+        total = sum(item.rows for item in batch)
+        fitting = [size for size in self._policy.preferred_batch_sizes if size <= total]
+        if len(batch) == 1 or not fitting:
+            return batch
+        target = max(fitting)
+        kept: list[_Pending] = []
+        deferred: list[_Pending] = []
+        rows = 0
+        for item in batch:
+            if kept and rows + item.rows > target:
+                deferred.append(item)
+            else:
+                kept.append(item)
+                rows += item.rows
+        self._pending.extendleft(reversed(deferred))
+        return kept
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        started = time.monotonic_ns()
+        if len(batch) == 1:
+            await self._run_alone(batch[0], started)
+            return
+        try:
+            feeds = {name: np.concatenate([item.feeds[name] for item in batch]) for name in batch[0].feeds}
+            outputs, compute_ns = await self._timed(feeds, sum(item.rows for item in batch))
+            parts = _split(outputs, [item.rows for item in batch])
+        except Exception as exc:  # isolate: rerun each request on its own
+            log.info("%s: batch of %d failed (%s); retrying requests one by one", self._label, len(batch), exc)
+            for item in batch:
+                await self._run_alone(item, time.monotonic_ns())
+            return
+        for item, part in zip(batch, parts, strict=True):
+            if not item.future.done():
+                item.future.set_result(Outcome(part, started - item.enqueued, compute_ns))
+
+    async def _run_alone(self, item: _Pending, started: int) -> None:
+        try:
+            outputs, compute_ns = await self._timed(item.feeds, item.rows)
+        except ServiceError as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        except Exception as exc:
+            log.exception("%s: unexpected failure", self._label)
+            if not item.future.done():
+                item.future.set_exception(InferenceFailed(f"{self._label} failed: {exc}"))
+            return
+        if not item.future.done():
+            item.future.set_result(Outcome(outputs, started - item.enqueued, compute_ns))
+
+    async def _timed(self, feeds: Arrays, rows: int) -> tuple[Arrays, int]:
+        began = time.perf_counter_ns()
+        outputs = await self._run(feeds)
+        elapsed = time.perf_counter_ns() - began
+        if self._observer is not None:
+            self._observer(rows, elapsed)
+        return outputs, elapsed
+
+
+def _split(outputs: Arrays, rows: Sequence[int]) -> list[Arrays]:
+    total = sum(rows)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise InferenceFailed(f"output '{name}' has no batch axis of {total} rows; cannot split a batch")
+    offsets = np.cumsum(rows)[:-1]
+    split = {name: np.split(array, offsets) for name, array in outputs.items()}
+    return [{name: parts[i] for name, parts in split.items()} for i in range(len(rows))]

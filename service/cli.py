@@ -1,0 +1,82 @@
+"""The ``weightserve`` command: ``serve``, and the subcommands of the other packages."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+# Subcommand -> module whose ``main(argv)`` runs it; imported lazily so `serve` never needs torch.
+_DELEGATES = {
+    "train": ("training.cli", "train models and export them into the repository (needs the 'train' extra)"),
+    "inspect": ("service.weights.cli", "print the per-layer weight table of a model"),
+    "explain": ("service.inspection.cli", "render a heat map PNG for an input"),
+}
+
+
+def _serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="weightserve serve", description="Serve the model repository over HTTP.")
+    parser.add_argument("--repository", help="model repository folder (default: models)")
+    parser.add_argument("--host", help="bind address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: 8000)")
+    parser.add_argument("--workers", type=int, help="server processes (default: 1)")
+    parser.add_argument("--log-level", help="debug, info, warning, error")
+    args = parser.parse_args(argv)
+    # Settings travel through the environment so every worker process builds the same ones.
+    for key in ("repository", "host", "port", "workers", "log_level"):
+        value = getattr(args, key)
+        if value is not None:
+            os.environ[f"WEIGHTSERVE_{key.upper()}"] = str(value)
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"weightserve serve: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if not settings.repository.is_dir():
+        print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        access_log=False,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands: dict[str, tuple[Callable[[list[str]], int] | str, str]] = {
+        "serve": (_serve, "serve the model repository over the V2 protocol"),
+        **{name: (module, help_) for name, (module, help_) in _DELEGATES.items()},
+    }
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        lines = [f"  {name:<8} {help_}" for name, (_, help_) in commands.items()]
+        print("usage: weightserve COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines), file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    target, _ = commands[argv[0]]
+    if callable(target):
+        return target(argv[1:])
+    try:
+        module = importlib.import_module(target)
+    except ImportError as exc:
+        print(f"weightserve {argv[0]}: unavailable ({exc}); install the matching extra", file=sys.stderr)
+        return 2
+    result: int = module.main(argv[1:])
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Service settings, read from the environment (prefix ``WEIGHTSERVE_``) or passed to ``create_app``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEIGHTSERVE_", frozen=True, extra="ignore")
+
+    repository: Path = Path("models")
+    """Root of the model repository: ``<name>/<int version>/model.onnx``."""
+
+    host: str = "127.0.0.1"
+    """Address ``weightserve serve`` binds to."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``weightserve serve`` binds to."""
+
+    workers: int = Field(default=1, ge=1)
+    """Server processes; each has its own sessions and batchers."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    """Default ordered onnxruntime execution providers; a model's config.json may override them."""
+
+    strict_providers: bool = False
+    """Refuse to load a model when a requested provider is unavailable, instead of falling back."""
+
+    intra_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime intra-op threads per session (0 = onnxruntime's choice)."""
+
+    inter_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime inter-op threads per session (0 = onnxruntime's choice)."""
+
+    graph_optimization: GraphOptimization = "all"
+    """onnxruntime graph optimisation level."""
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (after decompression too); larger answers 413."""
+
+    max_batch_size: int = Field(default=64, ge=1)
+    """Default dynamic-batching limit in rows for models with a dynamic batch axis (1 disables)."""
+
+    max_queue_delay_ms: float = Field(default=0.0, ge=0.0)
+    """How long a batch may wait for more requests once the runner is idle (0: never wait)."""
+
+    max_queue_size: int = Field(default=256, ge=1)
+    """Requests that may wait per model version; more answer 503 with Retry-After."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0.0)
+    """A request still queued after this long fails with 504 instead of running."""
+
+    warmup: bool = True
+    """Run each new version once on zeros before it takes traffic."""
+
+    max_model_bytes: int = Field(default=2 * 1024**3, ge=1)
+    """Largest model file (plus external data) the loader accepts."""
+
+    verify_manifest: bool = True
+    """Refuse versions whose files do not match the sha256 recorded in their manifest.json."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for state-changing endpoints; unset disables them (403)."""
+
+    poll_interval_s: float = Field(default=0.0, ge=0.0)
+    """Rescan the repository this often and load / unload versions (0 = no polling)."""
+
+    drain_timeout_s: float = Field(default=30.0, ge=0.0)
+    """On shutdown, how long in-flight requests may take to finish."""
+
+    log_level: str = "info"
+    """Log level for the service's loggers."""
