@@ -1,0 +1,164 @@
+"""One training run: data, train, ONNX export, parity check, manifest, atomic publish."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from training import export, manifest, store
+from training.distributed import World
+from training.errors import UsageError
+from training.loop import Schedule, fit
+from training.tasks import TASKS, Prepared, Task
+
+FINETUNE_EPOCHS = 5
+FINETUNE_LR_FACTOR = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to train. `hyperparameters` overrides the task defaults key by key (e.g. a manifest's)."""
+
+    name: str
+    repository: Path
+    seed: int = 0
+    epochs: int | None = None
+    finetune_from: int | None = None
+    hyperparameters: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    version: int
+    directory: Path
+    metrics: dict[str, float]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated request: the task, final hyperparameters and where the weights start from."""
+
+    request: Request
+    task: Task
+    seed: int
+    hyperparameters: dict[str, Any]
+    source: Path | None
+
+
+def plan(request: Request) -> Plan:
+    """Validate a request before any training starts (raises UsageError)."""
+    if request.name not in TASKS:
+        raise UsageError(f"unknown model {request.name!r}; known: {', '.join(sorted(TASKS))}")
+    if request.epochs is not None and request.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    store.check_repository(request.repository)
+    task = TASKS[request.name]()
+    hyperparameters = copy.deepcopy(dict(task.defaults)) | copy.deepcopy(dict(request.hyperparameters or {}))
+    seed, source = request.seed, None
+    if request.finetune_from is not None:
+        model_dir = request.repository / request.name
+        base = store.read_version(model_dir, request.finetune_from)
+        source = model_dir / str(request.finetune_from) / "weights.safetensors"
+        # Same architecture and the same split as the base, so the held-out set stays unseen.
+        seed = int(base["seed"])
+        hyperparameters = copy.deepcopy(base["hyperparameters"])
+        hyperparameters.pop("finetune", None)
+        hyperparameters["finetune"] = {
+            "from_version": request.finetune_from,
+            "epochs": request.epochs or FINETUNE_EPOCHS,
+            "lr": float(base["hyperparameters"]["lr"]) * FINETUNE_LR_FACTOR,
+            "order_seed": request.seed + 1 + request.finetune_from,
+        }
+    elif request.epochs is not None:
+        hyperparameters["epochs"] = request.epochs
+    return Plan(request, task, seed, hyperparameters, source)
+
+
+def _schedule(p: Plan) -> Schedule:
+    hp = p.hyperparameters
+    if "finetune" in hp:
+        ft = hp["finetune"]
+        return Schedule(ft["epochs"], hp["batch_size"], ft["lr"], hp["weight_decay"], ft["order_seed"])
+    return Schedule(hp["epochs"], hp["batch_size"], hp["lr"], hp["weight_decay"], p.seed)
+
+
+def _seed_everything(seed: int, rank: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # same initial weights on every rank; dropout differs by rank below
+    torch.use_deterministic_algorithms(True)
+
+
+def run(p: Plan, world: World) -> Result | None:
+    """Train; on the main rank evaluate, export and publish the next version (others return None)."""
+    started = time.monotonic()
+    task, hp = p.task, p.hyperparameters
+    _seed_everything(p.seed, world.rank)
+    prepared = task.prepare(p.seed, hp)
+    module = task.build(hp, prepared)
+    if p.source is not None:
+        module.load_state_dict(load_file(p.source))
+    torch.manual_seed(p.seed * 1000 + world.rank + 1)
+    split = prepared.split
+    label = f"{task.name}" + (f" (fine-tune of v{p.request.finetune_from})" if p.source else "")
+    train_loss = fit(module, task.loss(module, hp), split.x_train, split.y_train, _schedule(p), world, label)
+    if not world.is_main:
+        return None
+    model_dir = p.request.repository / task.name
+    with store.staging(model_dir) as folder:
+        version = max(store.versions(model_dir), default=0) + 1
+        onnx_path = folder / "model.onnx"
+        export.export(module, prepared.eval_inputs[:2], task.input_name, task.output_name, onnx_path, task.metadata())
+        expected = export.torch_outputs(module, prepared.eval_inputs)
+        actual = export.onnx_outputs(onnx_path, task.input_name, prepared.eval_inputs)
+        parity = export.check_parity(expected, actual)
+        metrics = task.evaluate(actual, prepared) | {"train_loss": train_loss}
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, folder / "weights.safetensors")
+        body = _manifest(p, version, module, prepared, onnx_path, metrics, parity, world)
+        (folder / "manifest.json").write_text(json.dumps(body, indent=2) + "\n")
+        directory = store.publish(folder, model_dir, version)
+    return Result(task.name, version, directory, metrics, time.monotonic() - started)
+
+
+def _manifest(
+    p: Plan,
+    version: int,
+    module: torch.nn.Module,
+    prepared: Prepared,
+    onnx_path: Path,
+    metrics: dict[str, float],
+    parity: export.Parity,
+    world: World,
+) -> dict[str, Any]:
+    task = p.task
+    return {
+        "format": manifest.FORMAT,
+        "model": task.name,
+        "version": version,
+        "created": manifest.now_iso(),
+        "task": task.manifest_task(),
+        "inputs": [{"name": task.input_name, "datatype": "FP32", "shape": list(task.input_shape)}],
+        "outputs": [{"name": task.output_name, "datatype": "FP32", "shape": list(task.output_shape)}],
+        "dataset": task.describe_dataset(prepared, p.seed, p.hyperparameters),
+        "split": prepared.split.sizes() | {"seed": p.seed},
+        "seed": p.seed,
+        "hyperparameters": p.hyperparameters | {"processes": world.size},
+        "metrics": metrics,
+        "finetuned_from": p.request.finetune_from,
+        "parity": {"max_abs_diff": parity.max_abs_diff, "samples": parity.samples},
+        "versions": manifest.versions_entry(manifest.model_opset(onnx_path)),
+        "files": manifest.files_entry(onnx_path.parent, ["model.onnx", "weights.safetensors"]),
+        "tensors": manifest.tensor_relations(module, onnx_path),
+    }
