@@ -18,7 +18,9 @@ from service.registry import ModelRegistry
 from service.routes.health import HealthController
 from service.routes.models import ModelsController
 from service.routes.repository import RepositoryController
+from service.routes.weights import WeightsController, provide_weight_store
 from service.settings import Settings
+from service.weights.store import WeightOptions, WeightStore
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     registry = ModelRegistry(settings)
     app.state.registry = registry
+    app.state.weights = WeightStore(WeightOptions())
     await registry.start()
     poller = None
     if settings.poll_interval_s > 0:
@@ -69,10 +72,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[HealthController, ModelsController, RepositoryController],
+        route_handlers=[HealthController, ModelsController, RepositoryController, WeightsController],
         dependencies={
             "registry": Provide(provide_registry, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "weights": Provide(provide_weight_store, sync_to_thread=False),
         },
         lifespan=[_lifespan],
         state=State({"settings": settings, "extensions": list(EXTENSIONS)}),

@@ -8,13 +8,14 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
 import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.weights.graph import ParamTensor
 from service.weights.spectral import DEFAULT_BUDGET, spectral_metrics
@@ -30,16 +31,19 @@ T = TypeVar("T")
 Tensor = ParamTensor | TrainedTensor
 
 
-@dataclass(frozen=True, slots=True)
-class WeightOptions:
-    spectral_budget: float = DEFAULT_BUDGET
-    """Largest N·M²·rf a spectral analysis may cost; larger weights report ``skipped``."""
-    cache_entries: int = 4096
+class WeightOptions(BaseSettings):
+    """Weight-inspection settings, from the environment (prefix ``WEIGHTSERVE_WEIGHTS_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="WEIGHTSERVE_WEIGHTS_", frozen=True, extra="ignore")
+
+    spectral_budget: float = Field(default=DEFAULT_BUDGET, ge=0)
+    """Largest N·M²·rf a spectral analysis may cost; larger weights report ``skipped`` with the reason."""
+    cache_entries: int = Field(default=4096, ge=1)
     """Cached results per kind (statistics, spectral metrics, histograms, hashes)."""
-    cached_versions: int = 16
+    cached_versions: int = Field(default=16, ge=1)
     """Parsed model graphs kept."""
-    values_max_bytes: int = 64 * 1024 * 1024
-    """Largest tensor the ``/values`` endpoint returns."""
+    values_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Largest tensor the ``/values`` endpoint returns; larger answers 413."""
 
 
 class LruCache(Generic[K, V]):
