@@ -1,0 +1,126 @@
+"""``weightserve inspect MODEL_DIR_OR_ONNX_FILE``: the per-layer weight table in the terminal.
+
+The figures come from the same report the HTTP API returns (``--json`` prints it whole).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.errors import ServiceError
+from service.weights.report import model_report
+from service.weights.store import WeightOptions, WeightStore
+
+_COLUMNS = (
+    ("layer", 6),
+    ("op", 14),
+    ("module", 20),
+    ("tensor", 28),
+    ("role", 10),
+    ("shape", 16),
+    ("dtype", 8),
+    ("mean", 11),
+    ("std", 10),
+    ("abs_max", 10),
+    ("zero%", 6),
+    ("alpha", 7),
+    ("spectral", 10),
+)
+
+
+def _locate(target: Path) -> tuple[Path, str, int | None]:
+    """An .onnx file, a version folder, or a model folder (its highest numeric version)."""
+    if target.is_file():
+        return target, target.stem, None
+    if (target / "model.onnx").is_file():
+        version = int(target.name) if target.name.isdigit() else None
+        name = target.parent.name if version is not None else target.name
+        return target / "model.onnx", name, version
+    versions = sorted(
+        (int(p.name) for p in target.iterdir() if p.is_dir() and p.name.isdigit() and (p / "model.onnx").is_file()),
+    ) if target.is_dir() else []
+    if not versions:
+        raise FileNotFoundError(f"{target} is neither an .onnx file nor a model folder with model.onnx")
+    return target / str(versions[-1]) / "model.onnx", target.name, versions[-1]
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def render_table(report: dict[str, Any]) -> str:
+    tensors = {t["id"]: t for t in report["tensors"]}
+    header = " ".join(name.ljust(width) for name, width in _COLUMNS)
+    lines = [header.rstrip(), "-" * len(header.rstrip())]
+    for layer in report["layers"]:
+        for member in layer["tensors"]:
+            t = tensors[member["id"]]
+            stats, spectral = t["stats"], t["spectral"] or {}
+            zero = stats["zero_fraction"]
+            cells = (
+                layer["id"],
+                layer["op_type"],
+                layer["module_path"],
+                t["name"],
+                member["role"],
+                "x".join(str(d) for d in t["shape"]) or "scalar",
+                t["storage_dtype"],
+                _fmt(stats["mean"]),
+                _fmt(stats["std"]),
+                _fmt(stats["abs_max"]),
+                _fmt(None if zero is None else round(100 * zero, 1)),
+                _fmt(spectral.get("alpha")),
+                spectral.get("status", ""),
+            )
+            row = " ".join(_clip(str(c), w).ljust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True))
+            lines.append(row.rstrip())
+    s = report["summary"]
+    lines.append("")
+    lines.append(
+        f"{s['layers']} layers, {s['tensors']} tensors, {s['parameters']} parameters, {s['bytes']} bytes;"
+        f" folded {s['folded']}, transposed {s['transposed']}, shared {s['shared']},"
+        f" NaN {s['nan_count']}, Inf {s['inf_count']}; mean alpha {_fmt(s['mean_alpha'])}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="weightserve inspect", description=__doc__.splitlines()[0])
+    parser.add_argument("target", type=Path, help="an .onnx file, a version folder or a model folder")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        model_path, name, version = _locate(args.target)
+        folder = model_path.parent
+        weights = folder / "weights.safetensors"
+        store = WeightStore(WeightOptions())
+        opened = store.open(name, model_path, weights if weights.is_file() else None, _manifest(folder))
+        report = model_report(store, opened, name, version)
+    except (OSError, ServiceError) as exc:
+        print(f"weightserve inspect: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else render_table(report))
+    return 0
