@@ -18,6 +18,7 @@ from service.registry import ModelRegistry
 from service.routes.health import HealthController
 from service.routes.models import ModelsController
 from service.routes.repository import RepositoryController
+from service.routes.ui import UiController
 from service.routes.weights import WeightsController, provide_weight_store
 from service.settings import Settings
 from service.weights.store import WeightOptions, WeightStore
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[HealthController, ModelsController, RepositoryController, WeightsController],
+        route_handlers=[HealthController, ModelsController, RepositoryController, WeightsController, UiController],
         dependencies={
             "registry": Provide(provide_registry, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
