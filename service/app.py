@@ -16,6 +16,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service.http_errors import EXCEPTION_HANDLERS
 from service.registry import ModelRegistry
 from service.routes.health import HealthController
+from service.routes.inspection import InspectionController
 from service.routes.models import ModelsController
 from service.routes.repository import RepositoryController
 from service.routes.ui import UiController
@@ -73,7 +74,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[HealthController, ModelsController, RepositoryController, WeightsController, UiController],
+        route_handlers=[
+            HealthController,
+            ModelsController,
+            RepositoryController,
+            InspectionController,
+            WeightsController,
+            UiController,
+        ],
         dependencies={
             "registry": Provide(provide_registry, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),

@@ -73,6 +73,7 @@ def explain(
     options: ExplainOptions,
     labels: Sequence[str] | None = None,
     cap_bytes: int | None = None,
+    max_windows: int = 4096,
 ) -> Explanation:
     """Compute heat maps for every sample in `feeds` (blocking; run it in a thread)."""
     image = session.image
@@ -81,7 +82,7 @@ def explain(
     images = np.asarray(feeds[image.name])
     if options.method == "cam":
         return _cam(session, feeds, images, options, labels, cap_bytes)
-    return _occlusion(session, feeds, images, options, labels)
+    return _occlusion(session, feeds, images, options, labels, max_windows)
 
 
 def _cam(
@@ -116,6 +117,7 @@ def _occlusion(
     images: np.ndarray,
     options: ExplainOptions,
     labels: Sequence[str] | None,
+    max_windows: int,
 ) -> Explanation:
     output = options.output or session.output_names[0]
     if output not in session.output_names:
@@ -126,11 +128,12 @@ def _occlusion(
     image_name = session.image.name
     scores = session.run(feeds, [output])[output].reshape(images.shape[0], -1).astype(np.float64)
     targets, predicted = _targets(scores, options.target, labels)
-    window = options.window or max(1, min(images.shape[-2:]) // 4)
+    window = options.window if options.window is not None else max(1, min(images.shape[-2:]) // 4)
     occlusion = Occlusion(
         window=window,
-        stride=options.stride or max(1, window // 2),
+        stride=options.stride if options.stride is not None else max(1, window // 2),
         baseline=options.baseline,
+        max_positions=max_windows,
         chunk=64 if session.batch_dynamic else 1,
     )
     maps = np.empty(images.shape[0:1] + images.shape[-2:])
@@ -172,7 +175,12 @@ def _optional_int(params: Mapping[str, object], key: str) -> int | None:
     value = params.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | str)
+        or not str(value).isdigit()
+        or not int(value)
+    ):
         raise InvalidRequest(f"parameter '{key}' must be a positive integer")
     return int(value)
 

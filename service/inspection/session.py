@@ -19,10 +19,11 @@ import onnxruntime as ort
 from onnx import helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from service.errors import InferenceFailed, InvalidRequest, ModelLoadError
+from service.errors import InferenceFailed, InvalidInput, InvalidRequest, ModelLoadError
 from service.inspection.graph import CamHead, ImageInput, WatchedValue, cam_head, image_input, watched_values
 
 # onnxruntime's pybind errors derive from Exception only, so they are named one by one.
+_INPUT_ERRORS: tuple[type[Exception], ...] = (ort_state.InvalidArgument,)
 _ORT_ERRORS: tuple[type[Exception], ...] = (
     ort_state.Fail,
     ort_state.InvalidArgument,
@@ -102,6 +103,8 @@ class InspectionSession:
             raise InvalidRequest(f"unknown intermediate value(s): {', '.join(map(repr, unknown))}")
         try:
             arrays = self._session.run(list(names), dict(feeds))
+        except _INPUT_ERRORS as exc:
+            raise InvalidInput(f"the model refused the input: {exc}") from exc
         except _ORT_ERRORS as exc:
             raise InferenceFailed(f"inspection run failed: {exc}") from exc
         values = {name: np.asarray(a) for name, a in zip(names, arrays, strict=True)}

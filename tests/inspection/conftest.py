@@ -47,11 +47,15 @@ def gap_classifier(path: Path, head: str = "gemm_transB", pool: str = "gap", see
         nodes.append(helper.make_node("GlobalAveragePool", ["relu_out"], ["pooled"], name="pool"))
     else:
         inits.append(_init("axes", np.array([2, 3], dtype=np.int64)))
-        nodes.append(helper.make_node("ReduceMean", ["relu_out", "axes"], ["pooled"], keepdims=1, name="pool"))
+        nodes.append(
+            helper.make_node("ReduceMean", ["relu_out", "axes"], ["pooled"], keepdims=1, name="pool")
+        )
     nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"))
     if head == "gemm_transB":
         inits.append(_init("head.w", head_w))
-        nodes.append(helper.make_node("Gemm", ["flat", "head.w", "head.b"], ["logits"], transB=1, name="head"))
+        nodes.append(
+            helper.make_node("Gemm", ["flat", "head.w", "head.b"], ["logits"], transB=1, name="head")
+        )
     elif head == "gemm":
         inits.append(_init("head.w", head_w.T.copy()))
         nodes.append(helper.make_node("Gemm", ["flat", "head.w", "head.b"], ["logits"], name="head"))
@@ -137,3 +141,42 @@ def dead_mlp_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def dead_mlp_reference_path(tmp_path: Path) -> Path:
     return dead_mlp(tmp_path / "dead_ref" / "model.onnx", promote=True)
+
+
+def scaler(path: Path, factor: float = 0.9) -> Path:
+    """image [N,1,H,W] -> reconstruction = factor · image (a 1x1 conv): a stand-in image-to-image model."""
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w"], ["reconstruction"], name="conv")],
+        "scaler",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("reconstruction", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [_init("w", np.full((1, 1, 1, 1), factor, np.float32))],
+    )
+    return _save(graph, path)
+
+
+def write_repository(root: Path) -> Path:
+    """A model repository of tiny models, with manifests naming their tasks."""
+    import json
+
+    region_mask = np.zeros((8, 8))
+    region_mask[2:4, 4:6] = 1.0
+    built: dict[str, tuple[Callable[[Path], Path], dict[str, object] | None]] = {
+        "cls": (lambda p: gap_classifier(p), {"kind": "classification", "labels": ["a", "b", "c"]}),
+        "mlp": (lambda p: dead_mlp(p), {"kind": "regression", "targets": ["first", "second"]}),
+        "ae": (lambda p: scaler(p), {"kind": "image_to_image", "data_range": 16.0}),
+        "region": (lambda p: region_scorer(p, region_mask), None),
+    }
+    for name, (build, task) in built.items():
+        version = root / name / "1"
+        build(version / "model.onnx")
+        if task is not None:
+            (version / "manifest.json").write_text(
+                json.dumps({"format": 1, "model": name, "version": 1, "task": task})
+            )
+    return root
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    return write_repository(tmp_path / "models")

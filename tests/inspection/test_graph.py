@@ -44,7 +44,9 @@ def test_watched_values_are_layer_and_activation_outputs(dead_mlp_path: Path) ->
     ]
 
 
-def test_image_input_is_the_rank_4_input(build_gap_classifier: Callable[..., Path], dead_mlp_path: Path) -> None:
+def test_image_input_is_the_rank_4_input(
+    build_gap_classifier: Callable[..., Path], dead_mlp_path: Path
+) -> None:
     image = image_input(onnx.load(str(build_gap_classifier())))
 
     assert image is not None

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage import metrics as skimage_metrics
 from sklearn.metrics import confusion_matrix, log_loss, mean_absolute_error, r2_score
 
 from service.errors import InvalidInput
@@ -14,6 +16,9 @@ from service.inspection.metrics import (
     ssim_window,
 )
 
+# scikit-image ships no annotations; typed aliases keep the calls checked on our side.
+structural_similarity: Callable[..., float] = skimage_metrics.structural_similarity
+peak_signal_noise_ratio: Callable[..., float] = skimage_metrics.peak_signal_noise_ratio
 SKIMAGE_SSIM = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
 
 
@@ -70,7 +75,10 @@ def test_classification_metrics_equal_scikit_learn() -> None:
 
     assert metrics["accuracy"] == pytest.approx((logits.argmax(axis=1) == truth).mean())
     assert metrics["cross_entropy"] == pytest.approx(log_loss(truth, probabilities, labels=range(4)))
-    assert metrics["confusion_matrix"] == confusion_matrix(truth, logits.argmax(axis=1), labels=range(4)).tolist()
+    assert (
+        metrics["confusion_matrix"]
+        == confusion_matrix(truth, logits.argmax(axis=1), labels=range(4)).tolist()
+    )
     assert classification_metrics(probabilities, truth[:, None])["cross_entropy"] == pytest.approx(
         metrics["cross_entropy"]
     )
@@ -87,7 +95,9 @@ def test_regression_metrics_equal_scikit_learn() -> None:
     assert metrics["rmse"] == pytest.approx(np.sqrt(((truth - pred) ** 2).mean()))
     assert metrics["r2"] == pytest.approx(r2_score(truth, pred))
     assert [t["name"] for t in metrics["per_target"]] == ["a", "b"]
-    assert regression_metrics(pred[:, :1], truth[:, 0])["r2"] == pytest.approx(r2_score(truth[:, 0], pred[:, 0]))
+    assert regression_metrics(pred[:, :1], truth[:, 0])["r2"] == pytest.approx(
+        r2_score(truth[:, 0], pred[:, 0])
+    )
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,9 @@ def test_occlusion_with_a_mean_baseline_and_uneven_stride_covers_every_pixel(
 def test_bad_occlusion_parameters_are_refused(
     region_model: InspectionSession, params: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(InvalidRequest, match=message):
+    def run() -> None:
         options = ExplainOptions.from_parameters({"method": "occlusion", **params})
         explain(region_model, {"image": np.ones((1, 1, 8, 8), np.float32)}, options)
+
+    with pytest.raises(InvalidRequest, match=message):
+        run()

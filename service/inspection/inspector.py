@@ -1,0 +1,291 @@
+"""The app's inspection desk: inspection sessions built on first use and kept in a small LRU, and the
+three request flows (activations, explain, evaluate) from V2 body to response.
+
+One `Inspector` belongs to one app; nothing here is module-level state. A model nobody inspects
+never gets an inspection session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+import orjson
+
+from service import compression
+from service.datatypes import NUMPY, datatype_of
+from service.errors import InvalidInput, InvalidRequest
+from service.inspection.activations import DEFAULT_BINS, MAX_BINS, value_stats
+from service.inspection.explain import ExplainOptions, Explanation, explain
+from service.inspection.metrics import classification_metrics, image_metrics, regression_metrics
+from service.inspection.render import heatmap_png
+from service.inspection.session import InspectionSession
+from service.inspection.settings import InspectionSettings
+from service.protocol import EncodedResponse, InferRequest, decode_inputs, parse_request
+from service.registry import LoadedVersion
+from service.tensors import TensorSpec
+
+_Key = tuple[str, int, tuple[int, int]]
+
+
+class Inspector:
+    def __init__(self, settings: InspectionSettings | None = None) -> None:
+        self.settings = settings or InspectionSettings()
+        self._sessions: OrderedDict[_Key, InspectionSession] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    def cached(self) -> list[tuple[str, int]]:
+        """(model, version) of the inspection sessions built so far, least recently used first."""
+        return [(name, version) for name, version, _ in self._sessions]
+
+    async def session(self, loaded: LoadedVersion) -> InspectionSession:
+        """The version's inspection session, built (off the event loop) on first use."""
+        key: _Key = (loaded.name, loaded.version, loaded.fingerprint)
+        async with self._lock:
+            found = self._sessions.get(key)
+            if found is not None:
+                self._sessions.move_to_end(key)
+                return found
+            build = partial(InspectionSession, loaded.spec.model_path, threads=self.settings.threads)
+            session = await anyio.to_thread.run_sync(build)
+            # A swapped version (same name and number, new files) leaves its old session behind.
+            for stale in [k for k in self._sessions if k[:2] == key[:2]]:
+                del self._sessions[stale]
+            self._sessions[key] = session
+            while len(self._sessions) > self.settings.sessions:
+                self._sessions.popitem(last=False)
+            return session
+
+    # ------------------------------------------------------------------------------ activations
+
+    async def activations(
+        self, loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
+    ) -> EncodedResponse:
+        request, feeds = _decode(loaded, body, headers, max_bytes)
+        session = await self.session(loaded)
+        bins = _bins(request.parameters)
+        watched = {v.name: v for v in session.watched}
+        names = _chosen_values(request.parameters, watched)
+        raw = _raw_outputs(request, session)
+        wanted = list(dict.fromkeys([*names, *(name for name, _ in raw)]))
+        session.check_budget(wanted, _rows(feeds), self.settings.max_bytes)
+
+        def work() -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+            values = session.run(feeds, wanted, self.settings.max_bytes)
+            blocks = [
+                {"name": n, "op_type": watched[n].op_type, "node": watched[n].node, "kind": watched[n].kind}
+                | value_stats(values[n], bins)
+                for n in names
+            ]
+            return blocks, values
+
+        blocks, values = await anyio.to_thread.run_sync(work)
+        header: dict[str, Any] = {
+            "model_name": loaded.name,
+            "model_version": str(loaded.version),
+            "batch_size": _rows(feeds),
+            "values": blocks,
+        }
+        if request.id is not None:
+            header["id"] = request.id
+        return _encode(header, [(name, values[name], binary) for name, binary in raw], headers)
+
+    # ---------------------------------------------------------------------------------- explain
+
+    async def explain(
+        self, loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
+    ) -> EncodedResponse:
+        request, feeds = _decode(loaded, body, headers, max_bytes)
+        options = ExplainOptions.from_parameters(request.parameters)
+        session = await self.session(loaded)
+        labels = _task(loaded).get("labels")
+        run = partial(
+            explain,
+            session,
+            feeds,
+            options,
+            labels=labels if isinstance(labels, list) else None,
+            cap_bytes=self.settings.max_bytes,
+            max_windows=self.settings.max_occlusion_windows,
+        )
+        result: Explanation = await anyio.to_thread.run_sync(run)
+        if "image/png" in headers.get("accept", ""):
+            assert session.image is not None
+            images = feeds[session.image.name]
+            png = await anyio.to_thread.run_sync(
+                partial(heatmap_png, images, result.heatmaps, self.settings.png_size)
+            )
+            return EncodedResponse(png, {}, "image/png")
+        return _encode(_explanation_json(loaded, request, result, labels), [], headers)
+
+    # --------------------------------------------------------------------------------- evaluate
+
+    async def evaluate(
+        self, loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
+    ) -> EncodedResponse:
+        request = parse_request(body, headers, max_bytes)
+        targets_name = str(request.parameters.get("targets", "targets"))
+        given = [t for t in request.inputs if t.name == targets_name]
+        if len(given) != 1:
+            raise InvalidRequest(f"evaluate needs the targets as one input tensor named '{targets_name}'")
+        target_tensor = given[0]
+        if target_tensor.datatype == "BYTES":
+            raise InvalidInput("targets must be numbers (class indices or values), not BYTES")
+        model_request = dataclasses.replace(
+            request, inputs=[t for t in request.inputs if t is not target_tensor]
+        )
+        feeds = decode_inputs(model_request, loaded.model.inputs, loaded.name, max_bytes)
+        target_spec = TensorSpec(
+            targets_name,
+            target_tensor.datatype,
+            (-1,) * len(target_tensor.shape),
+            NUMPY[target_tensor.datatype],
+        )
+        targets = decode_inputs(
+            dataclasses.replace(request, inputs=[target_tensor]), [target_spec], loaded.name, max_bytes
+        )[targets_name]
+        output = str(request.parameters.get("output", loaded.model.outputs[0].name))
+        if output not in loaded.model.output_names:
+            raise InvalidRequest(
+                f"unknown output '{output}'; the model's outputs are {list(loaded.model.output_names)}"
+            )
+        outcome = await loaded.infer(feeds, _rows(feeds))
+        metrics = await anyio.to_thread.run_sync(
+            partial(_metrics, _task(loaded), outcome.outputs[output], targets)
+        )
+        header = {"model_name": loaded.name, "model_version": str(loaded.version), "output": output} | metrics
+        if request.id is not None:
+            header["id"] = request.id
+        return _encode(header, [], headers)
+
+
+def _decode(
+    loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
+) -> tuple[InferRequest, dict[str, np.ndarray]]:
+    request = parse_request(body, headers, max_bytes)
+    return request, decode_inputs(request, loaded.model.inputs, loaded.name, max_bytes)
+
+
+def _rows(feeds: Mapping[str, np.ndarray]) -> int:
+    sizes = {array.shape[0] for array in feeds.values() if array.ndim}
+    if len(sizes) > 1:
+        raise InvalidInput(f"inputs disagree on the batch dimension: {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
+
+
+def _bins(params: Mapping[str, Any]) -> int:
+    value = params.get("bins", DEFAULT_BINS)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BINS:
+        raise InvalidRequest(f"parameter 'bins' must be an integer between 1 and {MAX_BINS}")
+    return value
+
+
+def _chosen_values(params: Mapping[str, Any], watched: Mapping[str, Any]) -> list[str]:
+    """Watched values named in the comma-separated parameter `values`, or all of them."""
+    if "values" not in params:
+        return list(watched)
+    names = [name.strip() for name in str(params["values"]).split(",") if name.strip()]
+    unknown = [name for name in names if name not in watched]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown intermediate value(s) {unknown}; this model's values are {list(watched)}"
+        )
+    return names
+
+
+def _raw_outputs(request: InferRequest, session: InspectionSession) -> list[tuple[str, bool]]:
+    """Values whose raw tensors the request asks for through the V2 `outputs` list."""
+    if not request.outputs:
+        return []
+    chosen = []
+    for output in request.outputs:
+        if output.name not in session.available:
+            raise InvalidRequest(
+                f"unknown intermediate value '{output.name}'; ask for one of {sorted(session.available)}"
+            )
+        binary = request.binary_output_default if output.binary is None else output.binary
+        chosen.append((output.name, binary))
+    return chosen
+
+
+def _task(loaded: LoadedVersion) -> dict[str, Any]:
+    manifest = loaded.spec.manifest or {}
+    task = manifest.get("task")
+    return task if isinstance(task, dict) else {}
+
+
+def _metrics(task: Mapping[str, Any], outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    kind = task.get("kind")
+    if kind == "classification":
+        labels = task.get("labels")
+        return classification_metrics(outputs, targets, labels if isinstance(labels, list) else None)
+    if kind == "regression":
+        names = task.get("targets")
+        return regression_metrics(outputs, targets, names if isinstance(names, list) else None)
+    if kind == "image_to_image":
+        data_range = task.get("data_range")
+        if isinstance(data_range, bool) or not isinstance(data_range, int | float):
+            raise InvalidRequest("the model's manifest gives no task.data_range, which PSNR and SSIM need")
+        return image_metrics(outputs, targets, float(data_range))
+    raise InvalidRequest(
+        "the model's manifest names no task kind (classification, regression or image_to_image) to evaluate"
+    )
+
+
+def _explanation_json(
+    loaded: LoadedVersion, request: InferRequest, result: Explanation, labels: object
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model_name": loaded.name,
+        "model_version": str(loaded.version),
+        "method": result.method,
+        "scores_output": result.scores_name,
+        "targets": result.targets.tolist(),
+        "predicted": result.predicted.tolist(),
+        "scores": np.ascontiguousarray(result.scores),
+        "heatmap_shape": list(result.heatmaps.shape),
+        "heatmaps": np.ascontiguousarray(result.heatmaps),
+    }
+    if isinstance(labels, list):
+        body["labels"] = labels
+    if result.feature_map is not None:
+        body["feature_map"] = {"name": result.feature_map, "shape": list(result.feature_map_shape or ())}
+    if request.id is not None:
+        body["id"] = request.id
+    return body
+
+
+def _encode(
+    header: dict[str, Any], outputs: Sequence[tuple[str, np.ndarray, bool]], headers: Mapping[str, str]
+) -> EncodedResponse:
+    """JSON (plus Triton binary chunks for raw tensors), compressed as the client accepts."""
+    entries, chunks = [], []
+    for name, array, binary in outputs:
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            chunk = np.ascontiguousarray(array, dtype=NUMPY[datatype]).tobytes()
+            entry["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        entries.append(entry)
+    if entries:
+        header["outputs"] = entries
+    json_part = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    response_headers: dict[str, str] = {}
+    body, media_type = json_part, "application/json"
+    if chunks:
+        response_headers["Inference-Header-Content-Length"] = str(len(json_part))
+        body, media_type = b"".join([json_part, *chunks]), "application/octet-stream"
+    encoding = compression.negotiate(headers.get("accept-encoding"))
+    if encoding is not None:
+        body = compression.compress(body, encoding)
+        response_headers["Content-Encoding"] = encoding
+    return EncodedResponse(body, response_headers, media_type)
