@@ -17,7 +17,7 @@ def _sqnr(x: np.ndarray, scale: np.ndarray | float) -> float | None:
     signal = float(np.sum(x**2))
     if signal <= 0 or err <= 0:
         return None
-    return 10 * np.log10(signal / err)
+    return float(10 * np.log10(signal / err))
 
 
 def reference_stats(values: np.ndarray, out_axis: int | None) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_block_streaming_gives_whole_array_numbers(shape: tuple[int, ...], out_a
 
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float64])
 def test_storage_dtypes_are_widened_exactly(dtype: type) -> None:
-    x = RNG.normal(0, 1, size=(12, 5)).astype(dtype)
+    x: np.ndarray = RNG.normal(0, 1, size=(12, 5)).astype(dtype)
     stats = tensor_stats(TensorValues(x, 0))
     assert_stats_match(stats, x.astype(np.float64), 0, str(dtype))
 
@@ -67,14 +67,17 @@ def test_nan_and_inf_are_counted_and_left_out() -> None:
 def test_all_non_finite_tensor_does_not_crash() -> None:
     stats = tensor_stats(TensorValues(np.full((3, 2), np.nan, dtype=np.float32), 0))
     assert stats["nan_count"] == 6
-    assert stats["mean"] is None and stats["min"] is None and stats["skewness"] is None
+    assert stats["mean"] is None
+    assert stats["min"] is None
+    assert stats["skewness"] is None
     assert stats["quantiles"]["p50"] is None
 
 
 def test_constant_tensor_has_one_bin_and_no_shape_moments() -> None:
     stats = tensor_stats(TensorValues(np.full((4, 4), 0.25, dtype=np.float32), 0))
     assert stats["histogram"] == {"bins": 1, "edges": [-0.25, 0.75], "counts": [16]}
-    assert stats["skewness"] is None and stats["excess_kurtosis"] is None
+    assert stats["skewness"] is None
+    assert stats["excess_kurtosis"] is None
     assert stats["std"] == 0.0
 
 
@@ -103,7 +106,8 @@ def test_log_abs_histogram_covers_non_zero_magnitudes() -> None:
     stats = tensor_stats(TensorValues(x))
     log_hist = stats["log_abs_histogram"]
     assert sum(log_hist["counts"]) == 5
-    assert log_hist["edges"][0] == pytest.approx(-3.0) and log_hist["edges"][-1] == pytest.approx(1.0)
+    assert log_hist["edges"][0] == pytest.approx(-3.0)
+    assert log_hist["edges"][-1] == pytest.approx(1.0)
 
 
 def test_quantized_values_are_dequantized_per_channel() -> None:
