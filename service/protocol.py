@@ -272,7 +272,11 @@ def _bytes_elements(raw: memoryview, count: int, name: str) -> np.ndarray:
         offset += 4
         if offset + length > total:
             raise InvalidInput(f"input '{name}': BYTES element {index} runs past the end of its data")
-        out[index] = bytes(raw[offset : offset + length])
+        try:
+            # onnxruntime's string tensors are UTF-8 text; it would str() a bytes object.
+            out[index] = str(raw[offset : offset + length], "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"input '{name}': BYTES element {index} is not UTF-8 text: {exc}") from exc
         offset += length
     if offset != total:
         raise InvalidInput(f"input '{name}': BYTES data holds more than the {count} elements of its shape")
@@ -315,14 +319,15 @@ def _json_exact(data: list[Any], datatype: str, name: str) -> np.ndarray:
         if loose.dtype.kind in INT_KINDS and np.isin(loose, (0, 1)).all():
             return loose.astype(np.bool_)
         raise InvalidInput(f"input '{name}': BOOL data must be true/false")
-    if loose.dtype.kind == "f" and np.array_equal(loose, np.floor(loose)):
-        loose = loose.astype(np.float64)
-    elif loose.dtype.kind not in INT_KINDS:
+    if loose.dtype.kind == "f" and not np.array_equal(loose, np.floor(loose)):
         raise InvalidInput(f"input '{name}': {datatype} data must be integers")
-    info = np.iinfo(target)  # type: ignore[type-var]
-    if loose.min() < info.min or loose.max() > info.max:
-        raise InvalidInput(f"input '{name}': values outside the range of {datatype} [{info.min}, {info.max}]")
-    return loose.astype(target)
+    if loose.dtype.kind not in "iuf":
+        raise InvalidInput(f"input '{name}': {datatype} data must be integers")
+    # Convert from the Python values, not from `loose`: numpy widens big uint64 mixes to float64.
+    try:
+        return np.array(data, dtype=target)
+    except OverflowError as exc:
+        raise InvalidInput(f"input '{name}': values outside the range of {datatype}: {exc}") from exc
 
 
 def _json_strings(data: list[Any], name: str) -> np.ndarray:
@@ -335,7 +340,7 @@ def _json_strings(data: list[Any], name: str) -> np.ndarray:
                 break
             if not isinstance(item, str):
                 raise InvalidInput(f"input '{name}': BYTES data must be strings")
-            flat.append(item.encode("utf-8"))
+            flat.append(item)
         else:
             stack.pop()
     out = np.empty(len(flat), dtype=np.object_)

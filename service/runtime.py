@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 import anyio.to_thread
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
@@ -86,6 +88,8 @@ class OnnxModel:
         self.inputs = tuple(_spec(arg) for arg in session.get_inputs())
         self.outputs = tuple(_spec(arg) for arg in session.get_outputs())
         self.output_names = tuple(spec.name for spec in self.outputs)
+        # numpy has no bfloat16 that onnxruntime's run() accepts; such models go through OrtValues.
+        self._bfloat16 = any(spec.datatype == "BF16" for spec in (*self.inputs, *self.outputs))
         meta = session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
         self.producer = f"{meta.producer_name} {meta.version}".strip()
@@ -116,7 +120,10 @@ class OnnxModel:
     def run_sync(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs else list(self.output_names)
         with _map_ort_errors(self.label):
-            results = self._session.run(names, feeds)
+            if self._bfloat16:
+                results = _run_with_ort_values(self._session, names, feeds)
+            else:
+                results = self._session.run(names, feeds)
         return dict(zip(names, results, strict=True))
 
     async def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -133,6 +140,26 @@ class OnnxModel:
             else:
                 feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
         self.run_sync(feeds)
+
+
+def _run_with_ort_values(
+    session: ort.InferenceSession, names: list[str], feeds: dict[str, np.ndarray]
+) -> list[np.ndarray]:
+    values = {}
+    for name, array in feeds.items():
+        if array.dtype == NUMPY["BF16"]:
+            bits = np.ascontiguousarray(array).view(np.uint16)
+            values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, onnx.TensorProto.BFLOAT16)
+        else:
+            values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+    results = []
+    for value in session.run_with_ort_values(names, values):
+        if value.data_type() == "tensor(bfloat16)":
+            raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+            results.append(np.frombuffer(raw, dtype=NUMPY["BF16"]).reshape(value.shape()))
+        else:
+            results.append(value.numpy())
+    return results
 
 
 def _resolve_providers(options: SessionOptions, label: str) -> tuple[str, ...]:
