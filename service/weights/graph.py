@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import AttributeProto, NodeProto, TensorProto, helper
 
 from service.errors import ModelLoadError
@@ -140,7 +141,7 @@ def load_graph(model_path: Path) -> WeightGraph:
     """Parse ``model_path`` without reading external data and index its layers."""
     try:
         model = onnx.load(str(model_path), load_external_data=False)
-    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+    except (OSError, ValueError, DecodeError) as exc:
         raise ModelLoadError(f"cannot parse {model_path.name}: {exc}") from exc
     return build_graph(model, model_path.parent)
 
