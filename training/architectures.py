@@ -89,7 +89,7 @@ class DiabetesMLP(nn.Module):
 class DigitsAutoencoder(nn.Module):
     """Convolutional denoising autoencoder: 8x8 -> 4x4 code -> 8x8, on the 0-16 pixel scale."""
 
-    def __init__(self, channels: Sequence[int] = (32, 64), code: int = 16) -> None:
+    def __init__(self, channels: Sequence[int] = (32, 64), code: int = 32) -> None:
         super().__init__()
         first, second = channels
         self.encoder = nn.Sequential(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -30,6 +31,9 @@ class World:
         """DDP when distributed (averages gradients across ranks), the module itself otherwise."""
         if not self.distributed:
             return module
+        # A 1-input-channel conv's gradient comes back with equivalent but differently ordered
+        # strides; DDP copies it into its bucket correctly and only warns about speed.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return DistributedDataParallel(module)
 
     def mean(self, value: float) -> float:

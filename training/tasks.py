@@ -159,9 +159,9 @@ class DigitsDenoiser(Task):
     input_shape = (-1, 1, 8, 8)
     output_shape = (-1, 1, 8, 8)
     defaults: Mapping[str, Any] = {
-        "architecture": {"channels": [32, 64], "code": 16},
+        "architecture": {"channels": [32, 64], "code": 32},
         "noise_std": 4.0,
-        "epochs": 40,
+        "epochs": 60,
         "batch_size": 64,
         "lr": 3e-3,
         "weight_decay": 1e-5,
