@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.cli import main as weightserve
+from service.inspection.cli import main
+
+from .conftest import gap_classifier
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    gap_classifier(tmp_path / "cls" / "2" / "model.onnx")
+    return tmp_path / "cls"
+
+
+def test_explain_writes_a_png_for_an_npy_input(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(0, 1, size=(2, 1, 6, 6)).astype(np.float32))
+    out = tmp_path / "heat.png"
+
+    code = weightserve(["explain", str(model_dir), "--input", str(tmp_path / "x.npy"), "--out", str(out)])
+
+    assert code == 0
+    picture = Image.open(io.BytesIO(out.read_bytes()))
+    assert picture.format == "PNG"
+    assert picture.size == (2 * 6 * 42 + 4, 6 * 42)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_explain_refuses_clearly(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "x.npy", np.ones((1, 6, 6), np.float32))
+    out = tmp_path / "heat.png"
+
+    unknown_class = main(
+        [str(model_dir), "--input", str(tmp_path / "x.npy"), "--target", "9", "--out", str(out)]
+    )
+    missing = main([str(tmp_path / "nothing"), "--input", str(tmp_path / "x.npy"), "--out", str(out)])
+
+    assert (unknown_class, missing) == (2, 2)
+    assert "unknown class 9" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_explain_digits_by_index(model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    digits = tmp_path / "digits.onnx"
+    from .conftest import region_scorer
+
+    region_scorer(digits, np.eye(8))
+    out = tmp_path / "digits.png"
+
+    code = main(
+        [str(digits), "--digit-index", "3", "--digit-index", "5", "--method", "occlusion", "--out", str(out)]
+    )
+
+    assert code == 0
+    assert Image.open(out).size == (2 * 8 * 32 + 4, 8 * 32)
