@@ -14,14 +14,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from service.http_errors import EXCEPTION_HANDLERS
+from service.metrics import ServiceMetrics
+from service.middleware import RequestMiddleware
+from service.observability import configure_logging
 from service.registry import ModelRegistry
 from service.routes.health import HealthController
 from service.routes.inspection import InspectionController
+from service.routes.metrics import MetricsController
 from service.routes.models import ModelsController
 from service.routes.repository import RepositoryController
 from service.routes.ui import UiController
 from service.routes.weights import WeightsController, provide_weight_store
 from service.settings import Settings
+from service.shutdown import on_stop_signal
 from service.weights.store import WeightOptions, WeightStore
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ async def _poll_forever(registry: ModelRegistry, interval_s: float) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(settings, metrics=app.state.metrics)
     app.state.registry = registry
     app.state.weights = WeightStore(WeightOptions())
     await registry.start()
@@ -60,7 +65,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     if settings.poll_interval_s > 0:
         poller = asyncio.get_running_loop().create_task(_poll_forever(registry, settings.poll_interval_s))
     try:
-        yield
+        with on_stop_signal(registry.begin_shutdown):
+            yield
     finally:
         if poller is not None:
             poller.cancel()
@@ -72,8 +78,9 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return Litestar(
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = ServiceMetrics()
+    app = Litestar(
         route_handlers=[
             HealthController,
             ModelsController,
@@ -81,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             InspectionController,
             WeightsController,
             UiController,
+            MetricsController,
         ],
         dependencies={
             "registry": Provide(provide_registry, sync_to_thread=False),
@@ -88,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "weights": Provide(provide_weight_store, sync_to_thread=False),
         },
         lifespan=[_lifespan],
-        state=State({"settings": settings, "extensions": list(EXTENSIONS)}),
+        state=State({"settings": settings, "extensions": list(EXTENSIONS), "metrics": metrics}),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(
@@ -98,4 +106,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin()],
         ),
         debug=False,
+        logging_config=None,  # configure_logging owns the service's log lines
     )
+    # Outermost, around routing too: 404s and 405s also get a request id and are counted.
+    app.asgi_handler = RequestMiddleware(app.asgi_handler, metrics, settings.max_in_flight_requests)
+    return app

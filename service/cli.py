@@ -43,6 +43,9 @@ def _serve(argv: list[str]) -> int:
     if not settings.repository.is_dir():
         print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
         return 2
+    from service.shutdown import exit_zero_after_graceful_stop
+
+    exit_zero_after_graceful_stop()
     uvicorn.run(
         "service.app:create_app",
         factory=True,

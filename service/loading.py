@@ -25,7 +25,16 @@ _CHUNK = 1 << 20
 def check_version(spec: VersionSpec, max_bytes: int, verify_manifest: bool) -> None:
     """Raise ModelLoadError with the reason when the version must not be loaded (blocking)."""
     label = f"{spec.name} version {spec.version}"
+    try:
+        _check_files(spec, label, max_bytes, verify_manifest)
+    except OSError as exc:  # the folder changed under us, or a file is unreadable
+        raise ModelLoadError(f"{label}: cannot read its files: {exc.strerror or exc}") from exc
+
+
+def _check_files(spec: VersionSpec, label: str, max_bytes: int, verify_manifest: bool) -> None:
     path = spec.model_path
+    if spec.directory.is_symlink():
+        raise ModelLoadError(f"{label}: the version folder is a symbolic link")
     if path.is_symlink():
         raise ModelLoadError(f"{label}: model.onnx is a symbolic link")
     size = path.stat().st_size

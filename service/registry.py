@@ -19,10 +19,13 @@ from pathlib import Path
 import anyio.to_thread
 import numpy as np
 
+from service.admission import AdmissionGate
 from service.batching import BatchPolicy, DynamicBatcher, Outcome
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from service.loading import check_version
+from service.metrics import ServiceMetrics
 from service.model_config import ModelConfig
+from service.observability import note_model
 from service.repository import ModelSpec, VersionSpec, scan, scan_model, validate_model_name
 from service.runtime import OnnxModel, SessionOptions
 from service.settings import Settings
@@ -61,6 +64,9 @@ class LoadedVersion:
     runner: DynamicBatcher | None
     """None when the model runs each request on its own (batching off or no dynamic batch axis)."""
     fingerprint: tuple[int, int]
+    gate: AdmissionGate | None = None
+    """Bounds runs and waiting requests when there is no runner (whose queue is bounded itself)."""
+    metrics: ServiceMetrics | None = None
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -74,12 +80,28 @@ class LoadedVersion:
 
     async def infer(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
         if self.runner is not None:
-            return await self.runner.submit(feeds, rows)
-        began = time.perf_counter_ns()
-        outputs = await self.model.run(feeds)
-        elapsed = time.perf_counter_ns() - began
-        self.stats.record_execution(rows, elapsed)
-        return Outcome(outputs, 0, elapsed)
+            outcome = await self.runner.submit(feeds, rows)
+        else:
+            outcome = await self._run_alone(feeds, rows)
+        if self.metrics is not None:
+            self.metrics.queue_time.labels(self.name, str(self.version)).observe(outcome.queue_ns / 1e9)
+        return outcome
+
+    async def _run_alone(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
+        enqueued = time.perf_counter_ns()
+        gate = self.gate or AdmissionGate(self.model.label, 1, 0, 1.0)
+        async with gate.slot():
+            began = time.perf_counter_ns()
+            outputs = await self.model.run(feeds)
+            elapsed = time.perf_counter_ns() - began
+        self.observe_execution(rows, elapsed)
+        return Outcome(outputs, began - enqueued, elapsed)
+
+    def observe_execution(self, rows: int, compute_ns: int) -> None:
+        """One model execution (a batch or a single request): statistics and the batch-size histogram."""
+        self.stats.record_execution(rows, compute_ns)
+        if self.metrics is not None:
+            self.metrics.batch_size.labels(self.name, str(self.version)).observe(rows)
 
     def _enter(self) -> None:
         self._in_flight += 1
@@ -102,21 +124,30 @@ class LoadedVersion:
 class ModelRegistry:
     """Owns every loaded version; created and closed by the app's lifespan."""
 
-    def __init__(self, settings: Settings, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_change: Callable[[], None] | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self._root = Path(settings.repository)
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._index: dict[tuple[str, int | None], IndexEntry] = {}
+        # Files that failed to load, by fingerprint: polling retries them only once they change.
+        self._rejected: dict[tuple[str, int], tuple[int, int]] = {}
         self._lock = asyncio.Lock()
+        self._stopping = False
         self._draining = False
         self._started = False
         self._on_change = on_change
+        self._metrics = metrics
 
     # ---------------------------------------------------------------- queries (hot path: no awaits)
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._draining
+        return self._started and not self._stopping and not self._draining
 
     def names(self) -> list[str]:
         return sorted(self._models)
@@ -148,6 +179,7 @@ class ModelRegistry:
         if self._draining:
             raise ModelNotReady("server is shutting down")
         loaded = self.get(name, version)
+        note_model(loaded.name, loaded.version)
         loaded._enter()
         try:
             yield loaded
@@ -200,8 +232,13 @@ class ModelRegistry:
                 await self._retire(name, list(self._models.pop(name).values()), "removed from the repository")
                 self._changed()
 
+    def begin_shutdown(self) -> None:
+        """Turn readiness false while requests already accepted keep being served (safe in a signal handler)."""
+        self._stopping = True
+
     async def drain(self, timeout_s: float) -> None:
         """Stop taking requests (readiness turns false) and wait for those in flight."""
+        self._stopping = True
         self._draining = True
         deadline = time.monotonic() + timeout_s
         while self.in_flight() and time.monotonic() < deadline:
@@ -212,6 +249,7 @@ class ModelRegistry:
         async with self._lock:
             for name in list(self._models):
                 await self._retire(name, list(self._models.pop(name).values()), "server stopped")
+            self._changed()
 
     # ---------------------------------------------------------------- internals
 
@@ -229,8 +267,11 @@ class ModelRegistry:
             fresh: dict[int, LoadedVersion] = {}
             for version in selected:
                 existing = current.get(version)
-                if existing is not None and not force and existing.fingerprint == _fingerprint(wanted[version]):
-                    continue
+                fingerprint = _fingerprint(wanted[version])
+                if existing is not None and existing.fingerprint == fingerprint and existing.config == spec.config:
+                    continue  # unchanged files and config: keep serving what is loaded
+                if not force and self._rejected.get((spec.name, version)) == fingerprint:
+                    continue  # same bad files as last time: the index already says why
                 loaded = await self._load_version(wanted[version], spec.config)
                 if loaded is not None:
                     fresh[version] = loaded
@@ -251,6 +292,7 @@ class ModelRegistry:
             for version in [v for (n, v) in list(self._index) if n == spec.name and v is not None]:
                 if version not in wanted and version not in updated:
                     self._index.pop((spec.name, version), None)
+                    self._rejected.pop((spec.name, version), None)
 
     async def _load_version(self, spec: VersionSpec, config: ModelConfig) -> LoadedVersion | None:
         key = (spec.name, spec.version)
@@ -260,13 +302,25 @@ class ModelRegistry:
             loaded = await anyio.to_thread.run_sync(self._build, spec, config)
         except ServiceError as exc:
             log.error("cannot load %s version %d: %s", spec.name, spec.version, exc.message)
+            self._rejected[key] = _fingerprint(spec)
+            if self._metrics is not None:
+                self._metrics.load_failures.labels(spec.name).inc()
             serving = previous is not None and previous.state is State.READY
             state = State.READY if serving else State.UNAVAILABLE
             reason = f"new files rejected, still serving the previous load: {exc.message}" if serving else exc.message
             self._index[key] = IndexEntry(spec.name, spec.version, state, reason)
             return None
+        except Exception as exc:  # never let one bad version take the server (or the poller) down
+            log.exception("unexpected failure loading %s version %d", spec.name, spec.version)
+            self._rejected[key] = _fingerprint(spec)
+            if self._metrics is not None:
+                self._metrics.load_failures.labels(spec.name).inc()
+            self._index[key] = IndexEntry(spec.name, spec.version, State.UNAVAILABLE, f"cannot load: {exc!r}")
+            return None
+        self._rejected.pop(key, None)
         if loaded.runner is not None:
             loaded.runner.start()
+        log.info("%s version %d is loaded and warmed up", spec.name, spec.version)
         return loaded
 
     def _build(self, spec: VersionSpec, config: ModelConfig) -> LoadedVersion:
@@ -287,11 +341,19 @@ class ModelRegistry:
                 model.warm_up()
             except ServiceError as exc:
                 raise ModelLoadError(f"{label}: warm-up run failed: {exc.message}") from exc
-        stats = InferenceStats()
-        return LoadedVersion(spec, model, config, stats, self._runner(model, config, stats, label), fingerprint)
+        loaded = LoadedVersion(spec, model, config, InferenceStats(), None, fingerprint, metrics=self._metrics)
+        loaded.runner = self._runner(model, config, loaded.observe_execution, label)
+        if loaded.runner is None:
+            loaded.gate = AdmissionGate(
+                label,
+                settings.max_concurrent_runs,
+                config.batching.max_queue_size or settings.max_queue_size,
+                settings.request_timeout_s,
+            )
+        return loaded
 
     def _runner(
-        self, model: OnnxModel, config: ModelConfig, stats: InferenceStats, label: str
+        self, model: OnnxModel, config: ModelConfig, observer: Callable[[int, int], None], label: str
     ) -> DynamicBatcher | None:
         batching = config.batching
         max_batch = batching.max_batch_size or self._settings.max_batch_size
@@ -310,7 +372,7 @@ class ModelRegistry:
             max_queue_size=batching.max_queue_size or self._settings.max_queue_size,
             timeout_s=self._settings.request_timeout_s,
         )
-        return DynamicBatcher(model.run, policy, label, stats.record_execution)
+        return DynamicBatcher(model.run, policy, label, observer)
 
     async def _retire(self, name: str, versions: list[LoadedVersion], reason: str) -> None:
         for loaded in versions:
@@ -320,6 +382,8 @@ class ModelRegistry:
             self._index[(name, loaded.version)] = IndexEntry(name, loaded.version, State.UNAVAILABLE, reason)
 
     def _changed(self) -> None:
+        if self._metrics is not None:
+            self._metrics.models_loaded.set(sum(len(versions) for versions in self._models.values()))
         if self._on_change is not None:
             self._on_change()
 

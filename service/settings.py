@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0.0)
     """A request still queued after this long fails with 504 instead of running."""
 
+    max_in_flight_requests: int = Field(default=512, ge=1)
+    """HTTP requests (health and metrics aside) handled at once per process; more answer 503 before
+    their body is read, so a flood cannot grow memory without bound."""
+
+    max_concurrent_runs: int = Field(default=4, ge=1)
+    """Per version of a model without the batcher: runs at once; up to max_queue_size more wait."""
+
     warmup: bool = True
     """Run each new version once on zeros before it takes traffic."""
 
@@ -76,3 +83,6 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Log level for the service's loggers."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Service log lines as JSON objects (with the request id) or plain text."""
