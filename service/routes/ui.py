@@ -10,6 +10,8 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
+from service.registry import ModelRegistry
+from service.repository import parse_version
 from service.ui import Asset, read_asset
 
 CONTENT_SECURITY_POLICY = (
@@ -39,6 +41,12 @@ class UiController(Controller):
     @get(["/", "/index.html"], sync_to_thread=False)
     def index(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         return _respond(read_asset("index.html"), request)
+
+    @get("/manifest/{model_name:str}/{model_version:str}", sync_to_thread=False)
+    def manifest(self, model_name: str, model_version: str, registry: ModelRegistry) -> dict[str, Any]:
+        """The served version's manifest.json (task, labels, feature names, held-out metrics), or {}."""
+        version = None if model_version == "default" else parse_version(model_version)
+        return dict(registry.get(model_name, version).spec.manifest or {})
 
     @get("/{asset_path:path}", sync_to_thread=False)
     def asset(self, asset_path: str, request: Request[Any, Any, Any]) -> Response[bytes]:
