@@ -88,12 +88,17 @@ def _name(tensor: Tensor) -> str:
     return tensor.key if isinstance(tensor, TrainedTensor) else tensor.name
 
 
+_BOOKKEEPING = frozenset({"N", "M", "rf", "Q", "num_evals", "numel", "finite_count", "std_ddof"})
+
+
 def _delta(base: dict[str, Any] | None, target: dict[str, Any] | None) -> dict[str, float | None]:
-    """target - base for every numeric scalar both sides have."""
+    """target - base for every numeric metric both sides have."""
     if not base or not target:
         return {}
     out: dict[str, float | None] = {}
     for key, value in base.items():
+        if key in _BOOKKEEPING:
+            continue
         other = target.get(key)
         if isinstance(value, bool) or isinstance(other, bool):
             continue

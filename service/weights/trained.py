@@ -53,6 +53,7 @@ class TrainedTensor:
             "state_dict_key": self.key,
             "module_path": self.key.rpartition(".")[0],
             "shape": list(self.shape),
+            "out_axis": self.out_axis,
             "storage_dtype": self.dtype,
             "bytes": self.length,
             "relation": self.relation,

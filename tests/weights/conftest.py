@@ -39,7 +39,7 @@ class ClassifierWeights:
     arrays: dict[str, np.ndarray]
 
     @classmethod
-    def random(cls, seed: int, channels: int = 4) -> ClassifierWeights:
+    def random(cls, seed: int, channels: int = 8) -> ClassifierWeights:
         rng = np.random.default_rng(seed)
         f32 = np.float32
         return cls({
@@ -49,9 +49,9 @@ class ClassifierWeights:
             "bn.bias": rng.normal(0, 0.1, channels).astype(f32),
             "bn.running_mean": rng.normal(0, 0.1, channels).astype(f32),
             "bn.running_var": rng.uniform(0.5, 1.5, channels).astype(f32),
-            "head.weight": rng.normal(0, 0.5, (6, channels)).astype(f32),
-            "head.bias": rng.normal(0, 0.1, 6).astype(f32),
-            "proj.weight": rng.normal(0, 0.5, (5, 6)).astype(f32),
+            "head.weight": rng.normal(0, 0.5, (16, channels)).astype(f32),
+            "head.bias": rng.normal(0, 0.1, 16).astype(f32),
+            "proj.weight": rng.normal(0, 0.5, (5, 16)).astype(f32),
         })
 
     def perturbed(self, seed: int, scale: float, keys: tuple[str, ...]) -> ClassifierWeights:
@@ -152,12 +152,12 @@ def write_version(root: Path, name: str, version: int, weights: ClassifierWeight
 BASE = ClassifierWeights.random(0)
 FINE_TUNED = BASE.perturbed(1, 0.01, ("head.weight", "head.bias", "proj.weight"))
 RETRAINED = ClassifierWeights.random(7)
-WIDER = ClassifierWeights.random(3, channels=8)
+WIDER = ClassifierWeights.random(3, channels=16)
 
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
-    """clf: 1 base, 2 fine-tuned head, 3 retrained from another seed, 4 = 1 again; wide/1 has 8 channels."""
+    """clf: 1 base, 2 fine-tuned head, 3 retrained from another seed, 4 = 1 again; 5 has 16 channels."""
     root = tmp_path / "models"
     write_version(root, "clf", 1, BASE)
     write_version(root, "clf", 2, FINE_TUNED)
