@@ -13,7 +13,9 @@ _ANCHORS = np.array(
     [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
     dtype=np.float64,
 )
-_HEAT_WEIGHT = 0.6
+# Heat weight grows with the heat, so cold areas still show the input underneath.
+_HEAT_FLOOR = 0.2
+_HEAT_SPAN = 0.7
 _GAP = 4
 
 
@@ -37,23 +39,25 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """One [C, H, W] input with its [H, W] heat map blended over it, as [H, W, 3] uint8."""
-    blended = (1.0 - _HEAT_WEIGHT) * _as_rgb(image) * 255.0 + _HEAT_WEIGHT * colormap(heat)
-    return np.rint(np.clip(blended, 0.0, 255.0)).astype(np.uint8)
+    weight: np.ndarray = (_HEAT_FLOOR + _HEAT_SPAN * np.clip(heat, 0.0, 1.0))[..., None]
+    blended: np.ndarray = np.rint(
+        np.clip((1.0 - weight) * _as_rgb(image) * 255.0 + weight * colormap(heat), 0, 255)
+    )
+    return blended.astype(np.uint8)
 
 
 def heatmap_png(images: np.ndarray, heatmaps: np.ndarray, size: int = 256) -> bytes:
-    """PNG of each [N, C, H, W] input with its heat map, side by side, each about `size` pixels."""
+    """PNG with one column per [N, C, H, W] input: the input on top, its heat map over it below;
+    each picture about `size` pixels on its longer side (whole-pixel nearest-neighbour scaling)."""
     height, width = heatmaps.shape[-2:]
     scale = max(1, size // max(height, width))
-    tiles = [
-        Image.fromarray(overlay(image, heat)).resize(
-            (width * scale, height * scale), Image.Resampling.NEAREST
-        )
-        for image, heat in zip(images, heatmaps, strict=True)
-    ]
-    sheet = Image.new("RGB", (len(tiles) * (width * scale + _GAP) - _GAP, height * scale), "white")
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, (i * (width * scale + _GAP), 0))
+    step_x, step_y = width * scale + _GAP, height * scale + _GAP
+    sheet = Image.new("RGB", (len(images) * step_x - _GAP, 2 * step_y - _GAP), "white")
+    for i, (image, heat) in enumerate(zip(images, heatmaps, strict=True)):
+        plain = np.rint(_as_rgb(image) * 255.0).astype(np.uint8)
+        for row, picture in enumerate((plain, overlay(image, heat))):
+            tile = Image.fromarray(picture).resize((width * scale, height * scale), Image.Resampling.NEAREST)
+            sheet.paste(tile, (i * step_x, row * step_y))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -30,7 +30,7 @@ def test_explain_writes_a_png_for_an_npy_input(
     assert code == 0
     picture = Image.open(io.BytesIO(out.read_bytes()))
     assert picture.format == "PNG"
-    assert picture.size == (2 * 6 * 42 + 4, 6 * 42)
+    assert picture.size == (2 * 6 * 42 + 4, 2 * 6 * 42 + 4)  # input above, heat map below
     assert "wrote" in capsys.readouterr().out
 
 
@@ -61,4 +61,4 @@ def test_explain_digits_by_index(model_dir: Path, tmp_path: Path) -> None:
     )
 
     assert code == 0
-    assert Image.open(out).size == (2 * 8 * 32 + 4, 8 * 32)
+    assert Image.open(out).size == (2 * 8 * 32 + 4, 2 * 8 * 32 + 4)

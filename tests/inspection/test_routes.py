@@ -157,7 +157,7 @@ def test_cam_heat_maps_match_the_library_and_render_as_png(client: TestClient[An
     assert png.headers["content-type"] == "image/png"
     picture = Image.open(io.BytesIO(png.content))
     assert picture.format == "PNG"
-    assert picture.height == 6 * (256 // 6)
+    assert picture.size == (3 * 6 * (256 // 6) + 2 * 4, 2 * 6 * (256 // 6) + 4)
 
 
 def test_occlusion_over_http_lights_only_the_scored_region(client: TestClient[Any]) -> None:

@@ -112,7 +112,7 @@ def test_explain_a_few_digits_as_png_and_json(server: RunningServer) -> None:
     as_json = _post(server, "/v2/models/digits_cnn/explain", body, headers)
 
     assert png.status_code == 200
-    assert Image.open(io.BytesIO(png.content)).size == (4 * 256 + 3 * 4, 256)
+    assert Image.open(io.BytesIO(png.content)).size == (4 * 256 + 3 * 4, 2 * 256 + 4)
     result = as_json.json()
     assert result["method"] == "cam"
     assert np.array(result["heatmaps"]).shape == (4, 8, 8)
