@@ -71,36 +71,41 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
+_NO_LAYER = {"id": "-", "op_type": "-", "module_path": ""}
+
+
 def render_table(report: dict[str, Any]) -> str:
     tensors = {t["id"]: t for t in report["tensors"]}
     header = " ".join(name.ljust(width) for name, width in _COLUMNS)
     lines = [header.rstrip(), "-" * len(header.rstrip())]
-    for layer in report["layers"]:
-        for member in layer["tensors"]:
-            t = tensors[member["id"]]
-            stats, spectral = t["stats"], t["spectral"] or {}
-            zero = stats["zero_fraction"]
-            cells = (
-                layer["id"],
-                layer["op_type"],
-                layer["module_path"],
-                t["name"],
-                member["role"],
-                "x".join(str(d) for d in t["shape"]) or "scalar",
-                t["storage_dtype"],
-                _fmt(stats["mean"]),
-                _fmt(stats["std"]),
-                _fmt(stats["abs_max"]),
-                _fmt(None if zero is None else round(100 * zero, 1)),
-                _fmt(spectral.get("alpha")),
-                spectral.get("status", ""),
-            )
-            row = " ".join(_clip(str(c), w).ljust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True))
-            lines.append(row.rstrip())
+    rows = [(layer, member) for layer in report["layers"] for member in layer["tensors"]]
+    rows += [(_NO_LAYER, {"id": t["id"], "role": t["role"]}) for t in report["tensors"] if not t["layers"]]
+    for layer, member in rows:
+        t = tensors[member["id"]]
+        stats, spectral = t["stats"], t["spectral"] or {}
+        zero = stats["zero_fraction"]
+        cells = (
+            layer["id"],
+            layer["op_type"],
+            layer["module_path"],
+            t["name"],
+            member["role"],
+            "x".join(str(d) for d in t["shape"]) or "scalar",
+            t["storage_dtype"],
+            _fmt(stats["mean"]),
+            _fmt(stats["std"]),
+            _fmt(stats["abs_max"]),
+            _fmt(None if zero is None else round(100 * zero, 1)),
+            _fmt(spectral.get("alpha")),
+            spectral.get("status", ""),
+        )
+        row = " ".join(_clip(str(c), w).ljust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True))
+        lines.append(row.rstrip())
     s = report["summary"]
     lines.append("")
     lines.append(
-        f"{s['layers']} layers, {s['tensors']} tensors, {s['parameters']} parameters, {s['bytes']} bytes;"
+        f"{s['layers']} layers, {s['tensors']} tensors ({s['buffers']} outside layers),"
+        f" {s['parameters']} parameters, {s['bytes']} bytes;"
         f" folded {s['folded']}, transposed {s['transposed']}, shared {s['shared']},"
         f" NaN {s['nan_count']}, Inf {s['inf_count']}; mean alpha {_fmt(s['mean_alpha'])}"
     )

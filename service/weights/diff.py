@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from service.weights.graph import ParamTensor, WeightGraph
+from service.weights.report import layer_module
 from service.weights.stats import DEFAULT_BINS, histogram_spec
 from service.weights.store import Tensor, WeightStore
 from service.weights.trained import TrainedTensor
@@ -218,7 +219,7 @@ def _layer_rollup(target: VersionWeights, tensors: list[dict[str, Any]]) -> list
         rollup.append({
             "layer": layer.id,
             "op_type": layer.op_type,
-            "module_path": layer.module_path,
+            "module_path": layer_module(target, layer),
             "tensors": len(layer.tensors),
             "matched": len(members),
             "identical": bool(members) and all(m["identical"] for m in members) and len(members) == len(layer.tensors),

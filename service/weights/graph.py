@@ -187,9 +187,38 @@ class _GraphIndexer:
                         tensors=tuple(members),
                     )
                 )
+        self._add_buffers()
         opset = next((o.version for o in self._model.opset_import if o.domain in ("", "ai.onnx")), None)
         producer = {"name": self._model.producer_name, "version": self._model.producer_version}
         return WeightGraph(self._directory, opset, producer, tuple(layers), self._tensors)
+
+    def _add_buffers(self) -> None:
+        """Float parameters no layer consumes (normalisation constants, running statistics used by
+        plain arithmetic): tensors without a layer, so stats and diffs still cover them."""
+        quant_params = {
+            p.name
+            for t in self._tensors.values()
+            if t.quantization is not None
+            for p in (t.quantization.scale, t.quantization.zero_point)
+            if p is not None
+        }
+        claimed = {t.name for t in self._tensors.values()} | quant_params
+        for name, (proto, source) in self._params.items():
+            if name in claimed or proto.data_type not in FLOAT_TYPES or not len(proto.dims):
+                continue
+            tensor = ParamTensor(
+                id=opaque_id("T", name),
+                name=name,
+                proto=proto,
+                source=source,
+                role="buffer",
+                out_axis=None,
+                transposed=False,
+                chain=(),
+                quantization=None,
+                overridable=name in self._graph_inputs,
+            )
+            self._tensors[tensor.id] = tensor
 
     def _layer_members(self, node: NodeProto, slots: dict[int, str], layer_id: str) -> list[LayerTensor]:
         members: list[LayerTensor] = []

@@ -70,13 +70,13 @@ def tensor_entry(store: WeightStore, version: VersionWeights, tensor: Tensor) ->
     return meta
 
 
-def _layer_entry(layer: Layer, tensors: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _layer_entry(version: VersionWeights, layer: Layer, tensors: dict[str, dict[str, Any]]) -> dict[str, Any]:
     weight = next((tensors[t.tensor_id] for t in layer.tensors if t.role in ("weight", "embedding")), None)
     return {
         "id": layer.id,
         "op_type": layer.op_type,
         "node": layer.node,
-        "module_path": _layer_module(layer, tensors),
+        "module_path": layer_module(version, layer),
         "attributes": layer.attributes,
         "num_params": sum(int(np.prod(tensors[t.tensor_id]["shape"])) for t in layer.tensors),
         "tensors": [{"id": t.tensor_id, "role": t.role, "name": tensors[t.tensor_id]["name"]} for t in layer.tensors],
@@ -84,11 +84,13 @@ def _layer_entry(layer: Layer, tensors: dict[str, dict[str, Any]]) -> dict[str, 
     }
 
 
-def _layer_module(layer: Layer, tensors: dict[str, dict[str, Any]]) -> str:
+def layer_module(version: VersionWeights, layer: Layer) -> str:
+    """The module a layer belongs to: from the trained sidecar's state_dict key when there is one
+    (an exporter's fused node may carry the scope of the BatchNorm it swallowed), else the graph's."""
     for member in layer.tensors:
-        key = tensors[member.tensor_id].get("state_dict_key")
-        if key:
-            return str(key).rpartition(".")[0]
+        trained = version.trained_by_effective.get(member.tensor_id)
+        if trained is not None:
+            return trained.key.rpartition(".")[0]
     return layer.module_path
 
 
@@ -104,7 +106,7 @@ def model_report(store: WeightStore, version: VersionWeights, model: str, number
         "producer": graph.producer,
         "ww_compat": WW_COMPAT,
         "summary": _model_summary(graph.layers, list(tensors.values())),
-        "layers": [_layer_entry(layer, tensors) for layer in graph.layers],
+        "layers": [_layer_entry(version, layer, tensors) for layer in graph.layers],
         "tensors": list(tensors.values()),
         "trained": trained if version.weights_path is not None else None,
     }
@@ -118,6 +120,7 @@ def _model_summary(layers: tuple[Layer, ...], tensors: list[dict[str, Any]]) -> 
     return {
         "layers": len(layers),
         "tensors": len(tensors),
+        "buffers": sum(1 for t in tensors if t["role"] == "buffer"),
         "parameters": sum(t["stats"]["numel"] for t in tensors),
         "bytes": sum(t["bytes"] for t in tensors),
         "nan_count": sum(t["stats"]["nan_count"] for t in tensors),
