@@ -73,7 +73,7 @@ def explain(
     options: ExplainOptions,
     labels: Sequence[str] | None = None,
     cap_bytes: int | None = None,
-    max_windows: int = 4096,
+    max_windows: int = 16384,
 ) -> Explanation:
     """Compute heat maps for every sample in `feeds` (blocking; run it in a thread)."""
     image = session.image
@@ -136,6 +136,12 @@ def _occlusion(
         max_positions=max_windows,
         chunk=64 if session.batch_dynamic else 1,
     )
+    windows = len(occlusion.positions(*images.shape[-2:])) * images.shape[0]
+    if windows > max_windows:
+        raise InvalidRequest(
+            f"occlusion needs {windows} occluded copies for this request, over the cap of {max_windows}; "
+            "send fewer images or use a larger stride or window"
+        )
     maps = np.empty(images.shape[0:1] + images.shape[-2:])
     for n in range(images.shape[0]):
         others = {k: v[n : n + 1] for k, v in feeds.items() if k != image_name}

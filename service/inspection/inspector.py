@@ -39,6 +39,7 @@ class Inspector:
         self.settings = settings or InspectionSettings()
         self._sessions: OrderedDict[_Key, InspectionSession] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
 
     def cached(self) -> list[tuple[str, int]]:
         """(model, version) of the inspection sessions built so far, least recently used first."""
@@ -85,7 +86,8 @@ class Inspector:
             ]
             return blocks, values
 
-        blocks, values = await anyio.to_thread.run_sync(work)
+        async with self._slots:
+            blocks, values = await anyio.to_thread.run_sync(work)
         header: dict[str, Any] = {
             "model_name": loaded.name,
             "model_version": str(loaded.version),
@@ -114,7 +116,8 @@ class Inspector:
             cap_bytes=self.settings.max_bytes,
             max_windows=self.settings.max_occlusion_windows,
         )
-        result: Explanation = await anyio.to_thread.run_sync(run)
+        async with self._slots:
+            result: Explanation = await anyio.to_thread.run_sync(run)
         if "image/png" in headers.get("accept", ""):
             assert session.image is not None
             images = feeds[session.image.name]

@@ -60,9 +60,13 @@ class InspectionSession:
     def __init__(self, model_path: Path, *, threads: int = 1) -> None:
         try:
             model = onnx.load(str(model_path))
-            inferred = onnx.shape_inference.infer_shapes(model)
-        except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise ModelLoadError(f"cannot read '{model_path}' for inspection: {exc}") from exc
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except (ValueError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+            # Without shapes the up-front size estimate is blind; the check after the run still holds.
+            inferred = model
         self.model_path = model_path
         self.watched: tuple[WatchedValue, ...] = tuple(watched_values(model))
         self.cam: CamHead | None = cam_head(model)

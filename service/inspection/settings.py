@@ -19,8 +19,11 @@ class InspectionSettings(BaseSettings):
     """onnxruntime intra-op threads of an inspection session (0 = onnxruntime's choice); kept low so
     inspection does not starve serving."""
 
-    max_occlusion_windows: int = Field(default=4096, ge=1)
-    """Occlusion windows per image; a finer grid answers 400."""
+    max_occlusion_windows: int = Field(default=16384, ge=1)
+    """Occluded copies one explain request may run (windows per image times images); more answers 400."""
+
+    concurrency: int = Field(default=2, ge=1)
+    """Inspection requests computing at once; more wait their turn, so serving keeps its CPUs."""
 
     png_size: int = Field(default=256, ge=16, le=4096)
     """Approximate side in pixels of each heat map tile in PNG answers."""

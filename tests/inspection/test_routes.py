@@ -306,3 +306,19 @@ def test_unknown_models_and_versions_are_404(client: TestClient[Any]) -> None:
     body = {"inputs": [_tensor("x", np.ones((1, 3), np.float32))]}
     assert client.post("/v2/models/nope/activations", json=body).status_code == 404
     assert client.post("/v2/models/mlp/versions/9/activations", json=body).status_code == 404
+
+
+def test_occlusion_over_the_window_cap_is_a_400(repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEIGHTSERVE_INSPECTION_MAX_OCCLUSION_WINDOWS", "100")
+    params = {"method": "occlusion", "window": 1, "stride": 1}  # 64 windows per 8x8 image
+
+    def post(images: int) -> Any:
+        inputs = [_tensor("image", np.ones((images, 1, 8, 8), np.float32))]
+        return client.post("/v2/models/region/explain", json={"inputs": inputs, "parameters": params})
+
+    with TestClient(app=create_app(Settings(repository=repository))) as client:
+        one, two = post(1), post(2)
+
+    assert one.status_code == 200
+    assert two.status_code == 400
+    assert "128 occluded copies" in two.json()["error"]
