@@ -312,12 +312,12 @@ def test_occlusion_over_the_window_cap_is_a_400(repository: Path, monkeypatch: p
     monkeypatch.setenv("WEIGHTSERVE_INSPECTION_MAX_OCCLUSION_WINDOWS", "100")
     params = {"method": "occlusion", "window": 1, "stride": 1}  # 64 windows per 8x8 image
 
-    def post(images: int) -> Any:
+    def post(app_client: TestClient[Any], images: int) -> Any:
         inputs = [_tensor("image", np.ones((images, 1, 8, 8), np.float32))]
-        return client.post("/v2/models/region/explain", json={"inputs": inputs, "parameters": params})
+        return app_client.post("/v2/models/region/explain", json={"inputs": inputs, "parameters": params})
 
-    with TestClient(app=create_app(Settings(repository=repository))) as client:
-        one, two = post(1), post(2)
+    with TestClient(app=create_app(Settings(repository=repository))) as app_client:
+        one, two = post(app_client, 1), post(app_client, 2)
 
     assert one.status_code == 200
     assert two.status_code == 400
