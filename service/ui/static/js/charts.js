@@ -70,8 +70,20 @@ export function histogram(series, { width = 460, height = 200, label = "histogra
   list.forEach((sr, i) => {
     const h = sr.hist || sr;
     const color = sr.color || COLORS.blue;
-    const group = s("g", { fill: color, "fill-opacity": list.length > 1 ? 0.55 : 0.85, "data-series": sr.name || i });
+    const outline = i > 0;
+    const group = s("g", { fill: outline ? "none" : color, "fill-opacity": 0.85, stroke: outline ? color : "none",
+      "stroke-width": outline ? 2 : 0, "data-series": sr.name || i });
+    if (outline) {
+      // a step line: the second version's outline over the first version's bars
+      let d = `M${x(h.edges[0]).toFixed(1)},${y(0).toFixed(1)}`;
+      h.counts.forEach((c, k) => {
+        d += `V${y(tr(c)).toFixed(1)}H${x(h.edges[k + 1]).toFixed(1)}`;
+      });
+      d += `V${y(0).toFixed(1)}`;
+      group.append(s("path", { d }));
+    }
     h.counts.forEach((c, k) => {
+      if (outline) return;
       if (!c) return;
       const x0 = x(h.edges[k]);
       const x1 = x(h.edges[k + 1]);
@@ -186,7 +198,10 @@ export function spectrum(evals, fit, { width = 460, height = 220, label = "eigen
   const y = linear(ylo, yhi === ylo ? ylo + 1 : yhi, height - m.b, m.t);
   const g = s("g");
   const exp = (t) => `1e${Math.round(t)}`;
-  axes(g, x, y, niceTicks(lo, hi, 5).filter((t) => Number.isInteger(t) || hi - lo < 2), niceTicks(ylo, yhi, 4),
+  let xTicks = [];
+  for (let t = Math.ceil(lo); t <= Math.floor(hi); t += 1) xTicks.push(t);
+  if (xTicks.length < 2) xTicks = [lo, hi];
+  axes(g, x, y, xTicks, niceTicks(ylo, yhi, 4).filter((t) => Number.isInteger(t)),
     m, width, height, (t) => (Number.isInteger(t) ? exp(t) : num(10 ** t, 2)), exp);
   g.append(s("text", { x: (m.l + width - m.r) / 2, y: height - 4, "text-anchor": "middle", text: "eigenvalue λ (log)" }));
   const group = s("g", { fill: COLORS.blue, "fill-opacity": 0.75, "data-series": "esd" });

@@ -78,7 +78,7 @@ export async function renderDiff(view, ctx, { model }, query) {
   const showOverlay = (t) => {
     const hs = t.histograms;
     clear(overlay).append(h("h2", {}, `Histograms on shared edges: ${t.name}`),
-      h("div", { class: "legend" }, h("span", { class: "sw-blue" }, `version ${diff.base}`), h("span", { class: "sw-orange" }, `version ${diff.target}`)),
+      h("div", { class: "legend" }, h("span", { class: "sw-blue" }, `version ${diff.base} (bars)`), h("span", { class: "sw-orange" }, `version ${diff.target} (outline)`)),
       histogram([{ name: `v${diff.base}`, hist: { edges: hs.edges, counts: hs.base }, color: COLORS.blue },
         { name: `v${diff.target}`, hist: { edges: hs.edges, counts: hs.target }, color: COLORS.orange }],
       { label: `overlaid histograms of ${t.name}`, width: 620, height: 230, xLabel: "value" }),

@@ -92,7 +92,7 @@ async function classifier(view, { model, version, meta, manifest }) {
               ? imageCanvas(pixels, `CAM heat map for class ${label(best)}`, { heat, size: 176 })
               : h("p", { class: "muted" }, explained.error ? explained.error.message : "no heat map"),
             h("figcaption", {}, `CAM heat map for class ${label(best)} (viridis: yellow = most evidence)`)),
-          h("div", { class: "figure", id: "scores", dataset: { logits: JSON.stringify(logits) } },
+          h("div", { class: "figure", id: "scores", dataset: { logits: JSON.stringify(logits), pixels: JSON.stringify(pixels) } },
             h("span", { class: "caption" }, "Class probabilities (softmax of the logits)"),
             hbars(probs.map((p, i) => ({ label: label(i), value: p })), { label: "class probabilities", width: 360,
               labelWidth: 40, highlight: best, valueFormat: (v) => num(v, 3) }))));
@@ -144,6 +144,7 @@ async function denoiser(view, { model, version, meta, manifest }) {
       result.dataset.psnr = String(evaluated.psnr);
       result.dataset.ssim = String(evaluated.ssim);
       result.dataset.noisy = JSON.stringify(noisy);
+      result.dataset.clean = JSON.stringify(clean);
     } catch (err) {
       clear(result).append(errorBox(err));
     }
