@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         help="index into scikit-learn's digits data set (repeat for several)",
     )
     source.add_argument("--input", type=Path, help=".npy array of shape [C, H, W] or [N, C, H, W]")
-    parser.add_argument("--method", choices=METHODS, default="cam")
+    parser.add_argument(
+        "--method", choices=METHODS, help="default: cam where the model allows it, else occlusion"
+    )
     parser.add_argument("--target", help="class index or label (default: each input's predicted class)")
     parser.add_argument("--window", type=int, help="occlusion window side in pixels")
     parser.add_argument("--stride", type=int, help="occlusion stride in pixels")
@@ -89,8 +91,8 @@ def _inputs(args: argparse.Namespace) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    params: dict[str, object] = {"method": args.method, "baseline": args.baseline}
-    for key in ("target", "window", "stride"):
+    params: dict[str, object] = {"baseline": args.baseline}
+    for key in ("method", "target", "window", "stride"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     try:

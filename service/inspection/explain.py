@@ -1,7 +1,8 @@
 """Heat maps for image models: which part of the input a score depends on.
 
 `method="cam"` needs a global-average-pool + linear head (found in the graph); `method="occlusion"`
-works for any model with an NCHW image input. The target defaults to each sample's highest score.
+works for any model with an NCHW image input; without a method, CAM where the graph allows it, else
+occlusion. The target defaults to each sample's highest score.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ METHODS = ("cam", "occlusion")
 
 @dataclass(frozen=True, slots=True)
 class ExplainOptions:
-    method: str = "cam"
+    method: str | None = None
+    """``cam``, ``occlusion``, or None for CAM where the graph has the head, else occlusion."""
     target: int | str | None = None
     window: int | None = None
     """Occlusion window side in pixels; default a quarter of the shorter image side."""
@@ -35,8 +37,8 @@ class ExplainOptions:
     @classmethod
     def from_parameters(cls, params: Mapping[str, object]) -> ExplainOptions:
         """Options from V2 request parameters (strings, numbers, bools only)."""
-        method = str(params.get("method", "cam"))
-        if method not in METHODS:
+        method = None if params.get("method") is None else str(params["method"])
+        if method is not None and method not in METHODS:
             raise InvalidRequest(f"unknown explain method '{method}'; expected one of {', '.join(METHODS)}")
         target = params.get("target")
         if (target is not None and not isinstance(target, int | str)) or isinstance(target, bool):
@@ -80,7 +82,7 @@ def explain(
     if image is None:
         raise InvalidRequest("heat maps need an image input (rank 4, [N, C, H, W]) and this model has none")
     images = np.asarray(feeds[image.name])
-    if options.method == "cam":
+    if options.method == "cam" or (options.method is None and session.cam is not None):
         return _cam(session, feeds, images, options, labels, cap_bytes)
     return _occlusion(session, feeds, images, options, labels, max_windows)
 

@@ -48,7 +48,9 @@ def test_explain_refuses_clearly(model_dir: Path, tmp_path: Path, capsys: pytest
     assert not out.exists()
 
 
-def test_explain_digits_by_index(model_dir: Path, tmp_path: Path) -> None:
+def test_explain_digits_by_index_falls_back_to_occlusion_without_a_cam_head(
+    model_dir: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("sklearn")
     digits = tmp_path / "digits.onnx"
     from .conftest import region_scorer
@@ -56,9 +58,7 @@ def test_explain_digits_by_index(model_dir: Path, tmp_path: Path) -> None:
     region_scorer(digits, np.eye(8))
     out = tmp_path / "digits.png"
 
-    code = main(
-        [str(digits), "--digit-index", "3", "--digit-index", "5", "--method", "occlusion", "--out", str(out)]
-    )
+    code = main([str(digits), "--digit-index", "3", "--digit-index", "5", "--out", str(out)])
 
     assert code == 0
     assert Image.open(out).size == (2 * 8 * 32 + 4, 2 * 8 * 32 + 4)

@@ -72,3 +72,11 @@ def test_bad_occlusion_parameters_are_refused(
 
     with pytest.raises(InvalidRequest, match=message):
         run()
+
+
+def test_without_a_method_a_model_with_no_cam_head_gets_occlusion(region_model: InspectionSession) -> None:
+    result = explain(
+        region_model, {"image": np.ones((1, 1, 8, 8), np.float32)}, ExplainOptions.from_parameters({})
+    )
+
+    assert result.method == "occlusion"
