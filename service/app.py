@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from service.http_errors import EXCEPTION_HANDLERS
+from service.infer_asgi import InferFastPath
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMiddleware
 from service.observability import configure_logging
@@ -109,5 +110,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # configure_logging owns the service's log lines
     )
     # Outermost, around routing too: 404s and 405s also get a request id and are counted.
-    app.asgi_handler = RequestMiddleware(app.asgi_handler, metrics, settings.max_in_flight_requests)
+    # Inside it, infer requests skip Litestar's routing and DI (see service/infer_asgi.py).
+    app.asgi_handler = RequestMiddleware(
+        InferFastPath(app.asgi_handler, app.state), metrics, settings.max_in_flight_requests
+    )
     return app

@@ -21,7 +21,7 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--repository", help="model repository folder (default: models)")
     parser.add_argument("--host", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: 8000)")
-    parser.add_argument("--workers", type=int, help="server processes (default: 1)")
+    parser.add_argument("--workers", type=int, help="server processes (default: one per core)")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     args = parser.parse_args(argv)
     # Settings travel through the environment so every worker process builds the same ones.
@@ -33,13 +33,17 @@ def _serve(argv: list[str]) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from service.settings import Settings, available_cores
 
     try:
         settings = Settings()
     except ValidationError as exc:
         print(f"weightserve serve: invalid settings: {exc}", file=sys.stderr)
         return 2
+    if settings.intra_op_threads == 0:
+        # onnxruntime's default is a thread per core in every process: N workers would run N x cores
+        # compute threads (spinning while idle) against N event loops. Split the cores instead.
+        os.environ["WEIGHTSERVE_INTRA_OP_THREADS"] = str(max(1, available_cores() // settings.workers))
     if not settings.repository.is_dir():
         print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
         return 2

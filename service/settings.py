@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,11 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 class Settings(BaseSettings):
@@ -23,8 +29,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """Port ``weightserve serve`` binds to."""
 
-    workers: int = Field(default=1, ge=1)
-    """Server processes; each has its own sessions and batchers."""
+    workers: int = Field(default_factory=available_cores, ge=1)
+    """Server processes (default: one per core); each has its own sessions and batchers."""
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     """Default ordered onnxruntime execution providers; a model's config.json may override them."""
@@ -33,7 +39,8 @@ class Settings(BaseSettings):
     """Refuse to load a model when a requested provider is unavailable, instead of falling back."""
 
     intra_op_threads: int = Field(default=0, ge=0)
-    """onnxruntime intra-op threads per session (0 = onnxruntime's choice)."""
+    """onnxruntime intra-op threads per session (0 = onnxruntime's choice; ``weightserve serve``
+    makes it cores // workers, so worker processes do not fight over the cores)."""
 
     inter_op_threads: int = Field(default=0, ge=0)
     """onnxruntime inter-op threads per session (0 = onnxruntime's choice)."""

@@ -1,0 +1,1 @@
+"""On-demand throughput benchmark: onnxruntime in-process, a naive server, and weightserve under wrk."""

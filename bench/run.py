@@ -1,0 +1,188 @@
+"""The benchmark: onnxruntime in-process, the naive server and weightserve under identical wrk load.
+
+    python -m bench [--seconds 10] [--workers N] [--connections 1,8,64]
+
+Everything runs on 127.0.0.1 in one go; models are generated into a temporary repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import onnxruntime as ort
+
+from bench import inprocess, servers, wrk
+from bench.bodies import Body, binary_body, decode_output, json_body
+from bench.models import SMALL, WIDE, MlpShape, sample, write_repository
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    server: str
+    model: str
+    body: str
+    connections: int
+    load: wrk.LoadResult
+    cpu_us: float
+    """Server CPU time (all its processes) per request, microseconds."""
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _check(server: servers.Server, shape: MlpShape, body: Body, reference: ort.InferenceSession) -> None:
+    """One request before the load: the server must answer 200 with onnxruntime's own numbers."""
+    headers = {"Content-Type": body.content_type}
+    if body.header_length:
+        headers["Inference-Header-Content-Length"] = body.header_length
+    response = httpx.post(f"{server.url}/v2/models/{shape.name}/infer", content=body.path.read_bytes(), headers=headers)
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"{server.label} {shape.name} {body.kind}: HTTP {response.status_code} {response.text[:300]}"
+        )
+    output = decode_output(response.content, response.headers.get("inference-header-content-length"))
+    if not inprocess.check_outputs(reference, shape, output):
+        raise RuntimeError(f"{server.label} {shape.name} {body.kind}: outputs differ from onnxruntime in-process")
+
+
+def _load(server: servers.Server, shape: MlpShape, body: Body, connections: int, seconds: float) -> Row:
+    before = server.cpu_s()
+    result = wrk.run(f"{server.url}/v2/models/{shape.name}/infer", body, connections, seconds)
+    spent = server.cpu_s() - before
+    cpu_us = spent / result.requests * 1e6 if result.requests else float("nan")
+    row = Row(server.label, shape.name, body.kind, connections, result, cpu_us)
+    print(_format(row), flush=True)
+    return row
+
+
+def _format(row: Row) -> str:
+    r = row.load
+    return (
+        f"{row.server:<12} {row.model:<10} {row.body:<7} c={row.connections:<3} {r.rps:>9.0f} req/s"
+        f"  p50 {r.p50_ms:>7.2f} ms  p99 {r.p99_ms:>7.2f} ms  cpu {row.cpu_us:>6.0f} us/req  errors {r.errors}"
+    )
+
+
+def _find(rows: list[Row], server: str, model: str, body: str, connections: int) -> Row | None:
+    for row in rows:
+        if (row.server, row.model, row.body, row.connections) == (server, model, body, connections):
+            return row
+    return None
+
+
+def _mean_batch(server: servers.Server, model: str) -> float:
+    stats = httpx.get(f"{server.url}/v2/models/{model}/stats").json()["model_stats"][0]
+    return float(stats["inference_count"]) / max(1, int(stats["execution_count"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load run (default 10)")
+    parser.add_argument("--workers", type=int, help="weightserve processes (default: its own default)")
+    parser.add_argument("--connections", default="1,8,64", help="concurrency levels (default 1,8,64)")
+    parser.add_argument("--skip-naive", action="store_true", help="measure weightserve only")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.connections.split(",")]
+    print(f"load before: {_uptime()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="weightserve-bench-") as tmp:
+        folder = Path(tmp)
+        repository = write_repository(folder / "models")
+        bodies = {
+            shape.name: (json_body(sample(shape), folder, shape.name), binary_body(sample(shape), folder, shape.name))
+            for shape in (SMALL, WIDE)
+        }
+        sessions = {
+            shape.name: inprocess.session(repository / shape.name / "1" / "model.onnx") for shape in (SMALL, WIDE)
+        }
+        ceiling = {
+            "small b=1": inprocess.samples_per_s(sessions[SMALL.name], SMALL, 1, 2.0),
+            "small b=64": inprocess.samples_per_s(sessions[SMALL.name], SMALL, 64, 2.0),
+            "wide b=64": inprocess.samples_per_s(sessions[WIDE.name], WIDE, 64, 2.0),
+        }
+        for key, value in ceiling.items():
+            print(f"onnxruntime in-process {key:<11} {value:>9.0f} samples/s", flush=True)
+        rows: list[Row] = []
+        if not args.skip_naive:
+            server = servers.naive(repository, folder / "naive.log")
+            try:
+                server.wait_ready()
+                for shape in (SMALL, WIDE):
+                    _check(server, shape, bodies[shape.name][0], sessions[shape.name])
+                rows += [_load(server, SMALL, bodies[SMALL.name][0], c, args.seconds) for c in levels]
+                rows.append(_load(server, WIDE, bodies[WIDE.name][0], max(levels), args.seconds))
+            finally:
+                server.stop()
+        server = servers.weightserve(repository, folder / "weightserve.log", args.workers, {})
+        try:
+            server.wait_ready()
+            for shape in (SMALL, WIDE):
+                for body in bodies[shape.name]:
+                    _check(server, shape, body, sessions[shape.name])
+            for body in bodies[SMALL.name]:
+                rows += [_load(server, SMALL, body, c, args.seconds) for c in levels]
+            rows += [_load(server, WIDE, body, max(levels), args.seconds) for body in bodies[WIDE.name]]
+            wide_batch = _mean_batch(server, WIDE.name)
+        finally:
+            server.stop()
+        batch = max(1, round(wide_batch))
+        ceiling[f"wide b={batch}"] = inprocess.samples_per_s(sessions[WIDE.name], WIDE, batch, 3.0)
+        print(
+            f"onnxruntime in-process wide b={batch:<5} {ceiling[f'wide b={batch}']:>9.0f} samples/s "
+            f"(weightserve's mean batch on {WIDE.name}: {wide_batch:.1f})"
+        )
+    print(f"load after:  {_uptime()}")
+    _report(rows, levels, ceiling[f"wide b={batch}"], batch)
+    return 0
+
+
+def _report(rows: list[Row], levels: list[int], wide_ceiling: float, batch: int) -> None:
+    top = max(levels)
+    print("\nratios")
+
+    def ratio(a: Row | None, b: Row | None) -> float | None:
+        return a.load.rps / b.load.rps if a and b and b.load.rps else None
+
+    checks: list[tuple[str, float | None, float, bool]] = []
+    for c in levels:
+        r = ratio(_find(rows, "weightserve", SMALL.name, "json", c), _find(rows, "naive", SMALL.name, "json", c))
+        print(f"  small json c={c:<3} weightserve / naive          {r or float('nan'):6.2f}x")
+        b = ratio(
+            _find(rows, "weightserve", SMALL.name, "binary", c), _find(rows, "weightserve", SMALL.name, "json", c)
+        )
+        print(f"  small c={c:<3}      weightserve binary / json    {b or float('nan'):6.2f}x")
+    ws = {c: _find(rows, "weightserve", SMALL.name, "json", c) for c in levels}
+    nv = {c: _find(rows, "naive", SMALL.name, "json", c) for c in levels}
+    wide = max(
+        (r for r in rows if r.server == "weightserve" and r.model == WIDE.name), key=lambda r: r.load.rps, default=None
+    )
+    if top == 64:
+        checks.append(("small json c=64 >= 3.5x naive", ratio(ws[64], nv[64]), 3.5, True))
+        checks.append(("small json c=64 p99 <= 25 ms", ws[64].load.p99_ms if ws[64] else None, 25.0, False))
+        checks.append(("small json c=64 cpu <= 150 us/req", ws[64].cpu_us if ws[64] else None, 150.0, False))
+    if 8 in levels:
+        checks.append(("small json c=8 >= 2.7x naive", ratio(ws[8], nv[8]), 2.7, True))
+    binary = _find(rows, "weightserve", SMALL.name, "binary", top)
+    checks.append((f"small binary c={top} >= 1.3x json", ratio(binary, ws[top]), 1.3, True))
+    if 1 in levels and ws[1] and nv[1]:
+        checks.append(("small json c=1 p50 <= naive p50 (ms)", ws[1].load.p50_ms, nv[1].load.p50_ms, False))
+    share = wide.load.rps / wide_ceiling if wide else None
+    checks.append((f"wide c={top} >= 70% of in-process b={batch}", share, 0.70, True))
+    print("\ntargets")
+    for label, value, bound, at_least in checks:
+        if value is None:
+            print(f"  {label:<44} not measured")
+            continue
+        ok = value >= bound if at_least else value <= bound
+        print(f"  {label:<44} {value:8.2f}  {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
