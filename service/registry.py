@@ -21,12 +21,12 @@ import numpy as np
 
 from service.admission import AdmissionGate
 from service.batching import BatchPolicy, DynamicBatcher, Outcome
-from service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
+from service.errors import InvalidRequest, ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from service.loading import check_version
 from service.metrics import ServiceMetrics
 from service.model_config import ModelConfig
 from service.observability import note_model
-from service.repository import ModelSpec, VersionSpec, scan, scan_model, validate_model_name
+from service.repository import MODEL_FILE, ModelSpec, VersionSpec, scan, scan_model, validate_model_name
 from service.runtime import OnnxModel, SessionOptions
 from service.settings import Settings
 from service.stats import InferenceStats
@@ -39,6 +39,10 @@ class State(StrEnum):
     LOADING = "LOADING"
     UNLOADING = "UNLOADING"
     UNAVAILABLE = "UNAVAILABLE"
+
+
+_TRANSIENT = frozenset({State.LOADING, State.UNLOADING})
+"""States a client should retry through (503); the others are final until the repository changes (404)."""
 
 
 @dataclass(slots=True)
@@ -161,15 +165,16 @@ class ModelRegistry:
     def get(self, name: str, version: int | None = None) -> LoadedVersion:
         versions = self._models.get(name)
         if not versions:
-            if any(key[0] == name for key in self._index):
-                raise ModelNotReady(f"model '{name}' has no ready version")
-            raise ModelNotFound(name)
+            if any(key[0] == name and entry.state in _TRANSIENT for key, entry in self._index.items()):
+                raise ModelNotReady(f"model '{name}' has no ready version yet")
+            raise ModelNotFound(name)  # never loaded, unloaded, or every version refused (see the index)
         if version is None:
             return versions[max(versions)]
         found = versions.get(version)
         if found is None:
-            if (name, version) in self._index:
-                raise ModelNotReady(f"model '{name}' version {version} is not ready")
+            entry = self._index.get((name, version))
+            if entry is not None and entry.state in _TRANSIENT:
+                raise ModelNotReady(f"model '{name}' version {version} is not ready yet")
             raise ModelNotFound(name, version)
         return found
 
@@ -204,13 +209,15 @@ class ModelRegistry:
         """Load or reload every selected version of one model from the repository folder."""
         validate_model_name(name)
         directory = self._root / name
-        if not directory.is_dir():
+        if directory.is_symlink() or not directory.is_dir():
             raise ModelNotFound(name)
         spec = await anyio.to_thread.run_sync(scan_model, directory)
-        await self._apply(spec, force=True)
+        failures = await self._apply(spec, force=True)
+        if failures:
+            # Triton answers a failed load with 400 and the reason; what was serving stays in place.
+            raise InvalidRequest(f"failed to load '{name}': {'; '.join(failures)}")
         if not self._models.get(name):
-            reasons = [e.reason for e in self._index.values() if e.name == name and e.reason]
-            raise ModelLoadError(f"model '{name}' has no loadable version: {'; '.join(reasons) or 'no versions'}")
+            raise InvalidRequest(f"failed to load '{name}': no version folder holds a {MODEL_FILE}")
 
     async def unload_model(self, name: str) -> None:
         validate_model_name(name)
@@ -253,18 +260,20 @@ class ModelRegistry:
 
     # ---------------------------------------------------------------- internals
 
-    async def _apply(self, spec: ModelSpec, *, force: bool) -> None:
+    async def _apply(self, spec: ModelSpec, *, force: bool) -> list[str]:
+        """Bring one model in line with its folder; returns why versions tried this time failed."""
         async with self._lock:
             current = dict(self._models.get(spec.name, {}))
             if spec.config_error is not None:
                 self._index[(spec.name, None)] = IndexEntry(spec.name, None, State.UNAVAILABLE, spec.config_error)
-                return
+                return [spec.config_error]
             self._index.pop((spec.name, None), None)
             wanted = {v.version: v for v in spec.versions}
             selected = spec.config.version_policy.select(list(wanted))
             if not wanted:
                 self._index[(spec.name, None)] = IndexEntry(spec.name, None, State.UNAVAILABLE, "no version folders")
             fresh: dict[int, LoadedVersion] = {}
+            failures: list[str] = []
             for version in selected:
                 existing = current.get(version)
                 fingerprint = _fingerprint(wanted[version])
@@ -275,6 +284,8 @@ class ModelRegistry:
                 loaded = await self._load_version(wanted[version], spec.config)
                 if loaded is not None:
                     fresh[version] = loaded
+                else:
+                    failures.append(self._index[(spec.name, version)].reason)
             replaced = {v: lv for v, lv in current.items() if v in fresh or v not in selected}
             updated = {v: lv for v, lv in current.items() if v not in replaced} | fresh
             if updated:
@@ -293,6 +304,7 @@ class ModelRegistry:
                 if version not in wanted and version not in updated:
                     self._index.pop((spec.name, version), None)
                     self._rejected.pop((spec.name, version), None)
+            return failures
 
     async def _load_version(self, spec: VersionSpec, config: ModelConfig) -> LoadedVersion | None:
         key = (spec.name, spec.version)
@@ -301,7 +313,7 @@ class ModelRegistry:
         try:
             loaded = await anyio.to_thread.run_sync(self._build, spec, config)
         except ServiceError as exc:
-            log.error("cannot load %s version %d: %s", spec.name, spec.version, exc.message)
+            log.error("cannot load: %s", exc.message)
             self._rejected[key] = _fingerprint(spec)
             if self._metrics is not None:
                 self._metrics.load_failures.labels(spec.name).inc()
