@@ -32,7 +32,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         pytest.fail("the shipped model repository (models/) is missing")
     root = tmp_path_factory.mktemp("ui")
     shutil.copytree(MODELS, root / "models")
-    with serve(root / "models", root) as running:
+    # one worker process: the statistics extension counts per process, and the test compares them
+    with serve(root / "models", root, env={"WEIGHTSERVE_WORKERS": "1"}) as running:
         yield running
 
 

@@ -64,9 +64,9 @@ export function histogram(series, { width = 460, height = 200, label = "histogra
   const x = linear(lo, hi, m.l, width - m.r);
   const y = linear(0, top, height - m.b, m.t);
   const g = s("g");
-  const yTicks = logY ? niceTicks(0, top, 4) : niceTicks(0, top, 4);
-  axes(g, x, y, niceTicks(lo, hi, 5), yTicks, m, width, height, xFormat,
+  axes(g, x, y, niceTicks(lo, hi, 5), niceTicks(0, top, 4), m, width, height, xFormat,
     logY ? (t) => num(10 ** t - 1, 2) : (t) => num(t, 3));
+  svg.append(g); // axes and grid first, so the bars sit on top of the grid lines
   list.forEach((sr, i) => {
     const h = sr.hist || sr;
     const color = sr.color || COLORS.blue;
@@ -93,7 +93,6 @@ export function histogram(series, { width = 460, height = 200, label = "histogra
     svg.append(group);
   });
   if (xLabel) g.append(s("text", { x: (m.l + width - m.r) / 2, y: height - 4, "text-anchor": "middle", text: xLabel }));
-  svg.append(g);
   return svg;
 }
 

@@ -89,7 +89,7 @@ async function classifier(view, { model, version, meta, manifest }) {
             h("span", { class: "caption" }, `p = ${num(probs[best], 4)}`)),
           h("figure", { class: "figure" },
             heat && heat.length === pixels.length
-              ? imageCanvas(pixels, `CAM heat map for class ${label(best)}`, { heat, size: 176 })
+              ? imageCanvas(pixels, `CAM heat map for class ${label(best)}`, { heat, size: 176, heatAlpha: 0.8 })
               : h("p", { class: "muted" }, explained.error ? explained.error.message : "no heat map"),
             h("figcaption", {}, `CAM heat map for class ${label(best)} (viridis: yellow = most evidence)`)),
           h("div", { class: "figure", id: "scores", dataset: { logits: JSON.stringify(logits), pixels: JSON.stringify(pixels) } },
