@@ -20,7 +20,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
     pytest.mark.timeout(300),
 ]
-pytest.importorskip("playwright.sync_api", reason="the playwright package (dev extra) is not installed")
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 VIEWPORT = {"width": 1366, "height": 860}

@@ -91,7 +91,7 @@ export async function renderDiff(view, ctx, { model }, query) {
       h("section", { class: "panel" }, h("h2", {}, `Version ${text(diff.base)} → ${text(diff.target)}`), verdictBlock(diff, "verdict")),
       h("section", { class: "panel" }, h("h2", {}, "Change per layer (relative L2)"),
         layers.length ? hbars(layers.map((l) => ({ label: `${l.module_path || l.layer} (${l.op_type})`, value: l.rel_l2 })),
-          { label: "relative L2 change per layer", width: 560, labelWidth: 230 }) : h("p", { class: "muted" }, DASH))),
+          { label: "relative L2 change per layer", width: 480, labelWidth: 190, rowHeight: 24 }) : h("p", { class: "muted" }, DASH))),
     overlay,
     h("h2", {}, "Tensors (effective, as served)"),
     tensorTable(diff.tensors || [], showOverlay, "diff-table"),
