@@ -47,7 +47,7 @@ async def test_strict_providers_refuse_to_fall_back(tmp_path: Path, where: str) 
     else:
         settings = Settings(repository=repository(tmp_path, None), providers=tuple(GPU_FIRST), strict_providers=True)
     ready, index = await fetch(settings, "/v2/models/dense/ready", "/v2/repository/index")
-    assert ready.status_code == 400
+    assert ready.status_code == 404  # refused versions are not served; the index says why
     [entry] = [e for e in index.json() if e["name"] == "dense"]
     assert entry["state"] == "UNAVAILABLE"
     assert "CUDAExecutionProvider" in entry["reason"]
