@@ -95,29 +95,37 @@ class DynamicBatcher:
         return await future
 
     async def aclose(self) -> None:
-        """Stop taking requests, let the running batch finish, fail what is still queued."""
+        """Stop taking requests, fail what is still queued, and let the running batch finish."""
         self._closed = True
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
                 item.future.set_exception(ModelNotReady(f"{self._label} was unloaded"))
         if self._task is not None:
+            # Not cancelled: a cancelled runner would leave the running batch's requests unanswered.
             self._wakeup.set()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     async def _loop(self) -> None:
         while True:
             if not self._pending:
+                if self._closed:
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             if self._policy.max_queue_delay_s > 0:
                 await self._linger()
             batch = self._take()
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._execute(batch)
+            except Exception as exc:  # the runner must outlive any one batch
+                log.exception("%s: batch of %d failed unexpectedly", self._label, len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(InferenceFailed(f"{self._label} failed: {exc}"))
 
     async def _linger(self) -> None:
         """Optionally wait a little for more rows; never beyond the oldest request's delay budget."""
