@@ -139,7 +139,8 @@ def test_models_view_shows_the_statistics_extension(
     tab, watch = page
     for _ in range(3):  # some traffic, so the counters are not all zero
         infer(api, "diabetes_mlp", "features", [1, 10], [50, 1, 25, 90, 190, 110, 50, 4, 4.6, 90])
-    open_view(tab, server, "#/")
+    tab.goto(f"{server.base_url}/ui")  # no trailing slash: assets must still resolve
+    tab.wait_for_selector("main[data-ready='true']", timeout=60_000)
     stats = {(s["name"], s["version"]): s for s in api.get("/v2/models/stats").json()["model_stats"]}
     index = api.post("/v2/repository/index", json={}).json()
     rows = tab.locator("#models-table tbody tr")
@@ -240,6 +241,16 @@ def test_tensor_view_shows_histograms_spectrum_and_readiness(
     symmetric = api.get(f"/v2/models/digits_cnn/versions/1/weights/{conv['id']}?bins=20&range=symmetric").json()
     bars = tab.locator("svg[aria-label='histogram of values'] g[data-series] rect")
     assert bars.count() == sum(1 for c in symmetric["stats"]["histogram"]["counts"] if c)
+
+    # the trained tensor beside it, one click away
+    trained = detail["counterpart"]
+    tab.click(f"a[href$='/tensors/{trained['id']}']")
+    tab.wait_for_selector(f"main[data-ready='true'] a[href$='/tensors/{conv['id']}']")
+    trained_detail = api.get(f"/v2/models/digits_cnn/versions/1/weights/{trained['id']}").json()
+    assert tab.locator("main h1").inner_text() == trained_detail["state_dict_key"]
+    for field in ("mean", "std", "abs_max"):
+        shown = tab.locator(f"#tensor-stats [data-field='{field}'] .value").inner_text()
+        assert shown == js_num(trained_detail["stats"][field])
     no_errors(watch)
 
 

@@ -81,7 +81,7 @@ export async function renderTensor(view, ctx, { model, version, tensor }, query)
   const counterpart = t.counterpart;
   view.append(
     h("h1", {}, name),
-    h("p", {}, `${text(t.kind)} tensor · ${text(t.role || "")} · shape ${shape(t.shape)} · ${text(t.storage_dtype)} · ${bytes(t.bytes)} `, flags(t)),
+    h("p", {}, `${text(t.kind)} tensor · ${text(t.role || (t.kind === "trained" ? "state_dict" : ""))} · shape ${shape(t.shape)} · ${text(t.storage_dtype)} · ${bytes(t.bytes)} `, flags(t)),
     h("dl", { class: "kv" },
       h("dt", {}, "layer"), h("dd", {}, text(t.module_path), " ", h("span", { class: "muted" }, (t.layers || []).join(", "))),
       h("dt", {}, "state_dict key"), h("dd", {}, text(t.state_dict_key)),

@@ -153,7 +153,7 @@ export async function renderVersion(view, ctx, { model, version }) {
       card("Layers", int(sm.layers)), card("Tensors", int(sm.tensors)), card("Parameters", int(sm.parameters)),
       card("Bytes", bytes(sm.bytes)), card("Folded · transposed · shared", `${int(sm.folded)} · ${int(sm.transposed)} · ${int(sm.shared)}`),
       card("Mean alpha", num(sm.mean_alpha, 3)), card("Mean stable rank", num(sm.mean_stable_rank, 3)),
-      card("Alpha warnings", `${int(warnings["over-trained"])} over · ${int(warnings["under-trained"])} under`),
+      card("Alpha < 2 · alpha > 6", `${int(warnings["over-trained"])} · ${int(warnings["under-trained"])}`),
       card("NaN · Inf", `${int(sm.nan_count)} · ${int(sm.inf_count)}`)),
     h("p", { class: "muted" }, "Alpha is the power-law exponent of each weight's eigenvalue spectrum (weightwatcher ",
       text(get(report, "ww_compat.version")), "): roughly 2–6 is well trained (●), above 6 under-trained (▲), below 2 over-fit (▼)."),
