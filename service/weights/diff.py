@@ -15,7 +15,7 @@ import numpy as np
 
 from service.weights.graph import ParamTensor, WeightGraph
 from service.weights.report import layer_module
-from service.weights.stats import DEFAULT_BINS, histogram_spec
+from service.weights.stats import DEFAULT_BINS, bin_counts, histogram_spec
 from service.weights.store import Tensor, WeightStore
 from service.weights.trained import TrainedTensor
 from service.weights.version import VersionWeights
@@ -154,8 +154,8 @@ def _shared_histograms(a: np.ndarray, b: np.ndarray, sa: dict[str, Any], sb: dic
     if not lows or not highs:
         return {"edges": [], "base": [], "target": [], "js_distance": None, "wasserstein": None}
     spec = histogram_spec(DEFAULT_BINS, "minmax", min(lows), max(highs), 0.0)
-    hp, _ = np.histogram(a[np.isfinite(a)], bins=spec.bins, range=(spec.low, spec.high))
-    hq, _ = np.histogram(b[np.isfinite(b)], bins=spec.bins, range=(spec.low, spec.high))
+    hp = bin_counts(a[np.isfinite(a)], spec)
+    hq = bin_counts(b[np.isfinite(b)], spec)
     width = (spec.high - spec.low) / spec.bins
     return {
         "edges": spec.edges().tolist(),
@@ -188,10 +188,13 @@ def diff_pair(store: WeightStore, base: VersionWeights, target: VersionWeights, 
         return entry | change | {"stats_delta": {}, "spectral_delta": {}, "histograms": None}
     a = base.values(pair.base).to_float64()
     b = target.values(pair.target).to_float64()
-    return entry | _value_change(a, b) | {
+    with np.errstate(all="ignore"):
+        change = _value_change(a, b)
+        histograms = _shared_histograms(a, b, stats_a, stats_b)
+    return entry | change | {
         "stats_delta": _delta(_scalars(stats_a), _scalars(stats_b)),
         "spectral_delta": _delta(store.spectral(base, pair.base), store.spectral(target, pair.target)),
-        "histograms": _shared_histograms(a, b, stats_a, stats_b),
+        "histograms": histograms,
     }
 
 

@@ -101,9 +101,12 @@ def spectral_metrics(weight: np.ndarray, conv: bool, budget: float = DEFAULT_BUD
         reason = "the weight holds NaN or Inf"
     if reason is not None:
         return base | {"status": "skipped", "skipped_reason": reason}
-    svals = singular_values(weight, conv)
-    evals = np.sort(np.concatenate([s * s for s in svals]))
-    return base | norm_metrics(evals, svals, shape.n, conv) | powerlaw_fit(evals)
+    with np.errstate(all="ignore"):
+        svals = singular_values(weight, conv)
+        evals = np.sort(np.concatenate([s * s for s in svals]))
+        if not np.isfinite(evals).all() or not evals.max() > 0:
+            return base | {"status": "skipped", "skipped_reason": "eigenvalues are zero or overflow float64"}
+        return base | norm_metrics(evals, svals, shape.n, conv) | powerlaw_fit(evals)
 
 
 def norm_metrics(evals: np.ndarray, svals: list[np.ndarray], n: int, conv: bool) -> dict[str, Any]:

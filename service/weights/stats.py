@@ -4,7 +4,9 @@ Definitions (the API documents the same): ``std`` is the population standard dev
 skewness and excess kurtosis use population central moments and are null when the variance is 0;
 quantiles use numpy's default ('linear', Hyndman-Fan type 7). NaN and Inf are counted, and every
 other statistic is taken over the finite values only. Histograms use equal-width bins with numpy's
-edges rule (last bin closed); when all values are equal there is one bin [c - 0.5, c + 0.5].
+edges rule (last bin closed); when all values are equal there is one bin [c - 0.5, c + 0.5], and
+one bin [min, max] when the range is too narrow (or too wide) for the bins to be distinct. The
+log-magnitude histogram is computed in float32.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def finite(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def finite_list(values: np.ndarray) -> list[float | None]:
+    return [finite(v) for v in values.tolist()]
+
+
 @dataclass(frozen=True, slots=True)
 class HistogramSpec:
     """Equal-width bins on [low, high]; values outside are counted, not binned."""
@@ -69,7 +75,13 @@ def histogram_spec(bins: int, range_name: str, low: float, high: float, abs_max:
     if not (np.isfinite(low) and np.isfinite(high)):
         low, high = 0.0, 0.0
     if low == high:
-        return HistogramSpec(1 if range_name == "minmax" else bins, low - 0.5, high + 0.5)
+        below, above = low - 0.5, high + 0.5
+        if not below < above:  # |c| beyond 2**53: the half-unit margin vanishes
+            below, above = np.nextafter(low, -np.inf), np.nextafter(high, np.inf)
+        return HistogramSpec(1 if range_name == "minmax" else bins, float(below), float(above))
+    edges = np.linspace(low, high, bins + 1)
+    if not np.isfinite(high - low) or np.any(edges[:-1] >= edges[1:]):
+        return HistogramSpec(1, low, high)  # too narrow, or too wide for float64: one bin
     return HistogramSpec(bins, low, high)
 
 
@@ -113,13 +125,15 @@ class _FirstPass:
         a = np.abs(x)
         self.count += int(present.sum())
         self.counts[channels] += present
-        self.zeros += int(np.count_nonzero(x == 0.0)) - masked
+        zeros = int(np.count_nonzero(x == 0.0))  # masked entries included
+        self.zeros += zeros - masked
         if xs.size:
             self.low = min(self.low, float(xs.min()))
             self.high = max(self.high, float(xs.max()))
-        self.min_nonzero_abs = min(self.min_nonzero_abs, float(np.min(a, where=a > 0, initial=np.inf)))
+        smallest = float(a.min()) if not zeros else float(np.where(a > 0, a, np.inf).min())
+        self.min_nonzero_abs = min(self.min_nonzero_abs, smallest)
         self.fp16_overflow += int(np.count_nonzero(a > FP16_MAX))
-        self.fp16_subnormal += int(np.count_nonzero((a > 0) & (a < FP16_MIN_NORMAL)))
+        self.fp16_subnormal += int(np.count_nonzero(a < FP16_MIN_NORMAL)) - zeros
         self.sums[channels] += x.sum(axis=(0, 2))
         self.sq_sums[channels] += np.einsum("ocj,ocj->c", x, x)
         self.abs_sums[channels] += a.sum(axis=(0, 2))
@@ -154,38 +168,51 @@ class _SecondPass:
     def add(self, channels: slice, x: np.ndarray) -> None:
         ok = np.isfinite(x)
         clean = bool(ok.all())
-        xs = x if clean else x[ok]  # tensor-wide figures: finite values only
-        xc = x if clean else np.where(ok, x, self.channel_means[None, channels, None])
+        xs = (x if clean else x[ok]).reshape(-1)  # tensor-wide figures: finite values only
         d = xs - self.mean
         d2 = d * d
         self.m2 += float(d2.sum())
-        self.m3 += float((d2 * d).sum())
-        self.m4 += float((d2 * d2).sum())
-        dc = xc - self.channel_means[channels, None]
-        self.channel_m2[channels] += np.einsum("ocj,ocj->c", dc, dc)
-        ad = np.abs(d)
-        self.out3 += int(np.count_nonzero(ad > 3 * self.threshold))
-        self.out6 += int(np.count_nonzero(ad > 6 * self.threshold))
-        self.counts += _bin_counts(xs, self.histogram)
-        if self.log_histogram is not None:
+        self.m3 += float(np.vdot(d2, d))
+        self.m4 += float(np.vdot(d2, d2))
+        if self.channel_scales is not None:
+            xc = x if clean else np.where(ok, x, self.channel_means[None, channels, None])
+            dc = xc - self.channel_means[channels, None]
+            self.channel_m2[channels] += np.einsum("ocj,ocj->c", dc, dc)
+        # |d| > k·t compared as d² > k²·t², reusing d².
+        t2 = self.threshold * self.threshold
+        self.out3 += int(np.count_nonzero(d2 > 9 * t2))
+        self.out6 += int(np.count_nonzero(d2 > 36 * t2))
+        del d, d2
+        self.counts += bin_counts(xs, self.histogram)
+        if self.log_histogram is not None and xs.size:
             a = np.abs(xs)
-            self.log_counts += _bin_counts(np.log10(a[a > 0]), self.log_histogram)
+            with np.errstate(over="ignore", divide="ignore"):  # float64 extremes leave float32's range
+                nonzero = (a if a.min() > 0 else a[a > 0]).astype(np.float32)  # plenty for a log scale
+                logs = np.log10(nonzero, out=nonzero).astype(np.float64)
+            self.log_counts += bin_counts(logs, self.log_histogram)
         self.err_tensor += _int8_error(xs, self.scale)
         if self.channel_scales is not None:
             xz = x if clean else np.where(ok, x, 0.0)
             self.err_channel += _int8_error(xz, self.channel_scales[channels, None])
 
 
-def _bin_counts(x: np.ndarray, spec: HistogramSpec) -> np.ndarray:
+def bin_counts(x: np.ndarray, spec: HistogramSpec) -> np.ndarray:
+    if spec.bins == 1:  # also covers ranges too wide for numpy's bin arithmetic
+        return np.array([np.count_nonzero((x >= spec.low) & (x <= spec.high))])
     counts, _ = np.histogram(x, bins=spec.bins, range=(spec.low, spec.high))
     return counts
 
 
 def _int8_error(x: np.ndarray, scale: float | np.ndarray) -> float:
+    """Σ (x - s·clip(round(x/s), -127, 127))², in place on one temporary."""
     s = np.where(np.asarray(scale) > 0, scale, 1.0)
-    q = np.clip(np.round(x / s), -INT8_LEVELS, INT8_LEVELS) * s
-    r = x - q
-    return float(np.vdot(r.reshape(-1), r.reshape(-1)))
+    r = x / s
+    np.round(r, out=r)
+    np.clip(r, -INT8_LEVELS, INT8_LEVELS, out=r)
+    r *= s
+    np.subtract(x, r, out=r)
+    flat = r.reshape(-1)
+    return float(np.vdot(flat, flat))
 
 
 def histogram_counts(values: TensorValues, spec: HistogramSpec) -> dict[str, Any]:
@@ -194,7 +221,7 @@ def histogram_counts(values: TensorValues, spec: HistogramSpec) -> dict[str, Any
     below = above = 0
     for block in values.blocks():
         x = block.values[np.isfinite(block.values)]
-        counts += _bin_counts(x, spec)
+        counts += bin_counts(x, spec)
         below += int(np.count_nonzero(x < spec.low))
         above += int(np.count_nonzero(x > spec.high))
     return histogram_json(spec, counts) | {"below": below, "above": above}
@@ -235,7 +262,12 @@ def _sortable_copy(values: TensorValues) -> np.ndarray:
 
 
 def tensor_stats(values: TensorValues) -> dict[str, Any]:
-    """Every statistic of one tensor, as JSON-ready values."""
+    """Every statistic of one tensor, as JSON-ready values (an overflow gives null, never an error)."""
+    with np.errstate(all="ignore"):
+        return _tensor_stats(values)
+
+
+def _tensor_stats(values: TensorValues) -> dict[str, Any]:
     first = _FirstPass(values.channels)
     for block in values.blocks():
         first.add(block.channels, block.values)
@@ -247,9 +279,9 @@ def tensor_stats(values: TensorValues) -> dict[str, Any]:
     hist = histogram_spec(DEFAULT_BINS, "minmax", first.low, first.high, abs_max)
     log_hist = None
     if np.isfinite(first.min_nonzero_abs):
-        log_hist = histogram_spec(
-            DEFAULT_BINS, "minmax", float(np.log10(first.min_nonzero_abs)), float(np.log10(abs_max)), 0.0
-        )
+        with np.errstate(over="ignore", divide="ignore"):
+            low, high = (float(np.log10(np.float32(v))) for v in (first.min_nonzero_abs, abs_max))
+        log_hist = histogram_spec(DEFAULT_BINS, "minmax", low, high, 0.0)
     rough_std = float(np.sqrt(max(sq / n - mean * mean, 0.0))) if n else 0.0
     per_channel = values.out_axis is not None and values.stored.ndim > 0
     second = _SecondPass(
@@ -290,8 +322,8 @@ def _summary(
         "mean": finite(mean),
         "std": finite(np.sqrt(m2)),
         "rms": finite(np.sqrt(first.sq_sums.sum() / n)) if n else None,
-        "l1": float(first.abs_sums.sum()),
-        "l2": float(np.sqrt(first.sq_sums.sum())),
+        "l1": finite(first.abs_sums.sum()),
+        "l2": finite(np.sqrt(first.sq_sums.sum())),
         "skewness": finite((second.m3 / n) / m2**1.5) if moments_defined else None,
         "excess_kurtosis": finite((second.m4 / n) / (m2 * m2) - 3.0) if moments_defined else None,
         "zero_fraction": first.zeros / values.size if values.size else None,
@@ -305,10 +337,10 @@ def _per_channel(values: TensorValues, first: _FirstPass, second: _SecondPass) -
     return {
         "axis": values.out_axis,
         "channels": int(first.counts.size),
-        "abs_max": first.abs_max.tolist(),
-        "l2": np.sqrt(first.sq_sums).tolist(),
-        "mean": second.channel_means.tolist(),
-        "std": np.sqrt(second.channel_m2 / counts).tolist(),
+        "abs_max": finite_list(first.abs_max),
+        "l2": finite_list(np.sqrt(first.sq_sums)),
+        "mean": finite_list(second.channel_means),
+        "std": finite_list(np.sqrt(second.channel_m2 / counts)),
     }
 
 

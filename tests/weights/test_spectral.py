@@ -93,3 +93,9 @@ def test_transpose_invariance() -> None:
     a, b = spectral_metrics(weight, conv=False), spectral_metrics(weight.T, conv=False)
     for key in ("alpha", "D", "log_norm", "stable_rank", "entropy", "matrix_rank", "num_pl_spikes"):
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
+
+
+def test_zero_and_overflowing_weights_are_skipped() -> None:
+    assert spectral_metrics(np.zeros((16, 16)), conv=False)["status"] == "skipped"
+    huge = np.full((16, 16), 1e300)
+    assert spectral_metrics(huge, conv=False)["status"] == "skipped"

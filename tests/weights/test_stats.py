@@ -136,3 +136,19 @@ def test_fp16_readiness_counts() -> None:
     readiness = tensor_stats(TensorValues(x))["quant_readiness"]
     assert readiness["fp16_overflow"] == 2
     assert readiness["fp16_subnormal"] == 2
+
+
+def test_float64_extremes_beyond_float32_do_not_crash() -> None:
+    x = np.array([1e-300, -1e300, 0.5, 2.0, np.finfo(np.float64).max])
+    stats = tensor_stats(TensorValues(x))
+    assert stats["abs_max"] == np.finfo(np.float64).max
+    assert stats["l2"] is None  # overflows float64: null, not an error
+    assert stats["quant_readiness"]["fp16_overflow"] == 2
+
+
+def test_nearly_equal_values_get_one_bin() -> None:
+    x = np.array([1.0, np.nextafter(1.0, 2.0), 1.0])
+    hist = tensor_stats(TensorValues(x))["histogram"]
+    assert hist["bins"] == 1
+    assert hist["edges"] == [1.0, float(np.nextafter(1.0, 2.0))]
+    assert sum(hist["counts"]) == 3
