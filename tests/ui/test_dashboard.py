@@ -68,7 +68,15 @@ def open_view(page: Any, server: RunningServer, route: str) -> None:
     page.wait_for_selector("main[data-ready='true']", timeout=60_000)
 
 
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button, canvas, svg[role=img]')]
+  .filter(el => !(el.getAttribute('aria-label') || (el.labels && el.labels.length)
+    || (el.tagName === 'BUTTON' && el.textContent.trim())))
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+
 def screenshot(page: Any, name: str) -> Path:
+    """Save the view as a test artifact, after checking every control and chart has a name."""
+    assert page.evaluate(UNLABELLED) == []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
