@@ -65,6 +65,10 @@ async function serverInfo() {
   }
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", async () => {
+  await route();
+  // keyboard and screen-reader users land on the new page's content, not on the link they left
+  view.focus({ preventScroll: true });
+});
 serverInfo();
 route();
