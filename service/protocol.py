@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service import compression
+from service import compression, json_tensors
 from service.datatypes import BINARY_ONLY, INT_KINDS, ITEMSIZE, NUMPY, datatype_of
 from service.errors import InvalidInput, InvalidRequest
 from service.tensors import TensorSpec
@@ -62,7 +62,11 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
     if header_length == 0:
         return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
     view = memoryview(body)
-    document = parse_json(view[:header_length] if header_length is not None else body)
+    header = view[:header_length] if header_length is not None else body
+    # Float tensor data straight into numpy when the body allows; otherwise the general parser.
+    document = json_tensors.loads(header)
+    if document is None:
+        document = parse_json(header)
     if not isinstance(document, dict):
         raise InvalidRequest("inference request must be a JSON object")
     binary = view[header_length:] if header_length is not None else view[len(body) :]
@@ -285,7 +289,7 @@ def _bytes_elements(raw: memoryview, count: int, name: str) -> np.ndarray:
 
 def _from_json(tensor: RequestInput, count: int) -> np.ndarray:
     data = tensor.data
-    if not isinstance(data, list):
+    if not isinstance(data, list | np.ndarray):  # an ndarray: float data already read by json_tensors
         data = [data]
     dtype = NUMPY[tensor.datatype]
     try:
