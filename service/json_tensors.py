@@ -15,16 +15,23 @@ difference remains: a list that starts with a number and mixes in lists of one e
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
-import simdjson
+
+# A speed-up only: without pysimdjson every body takes the general parser.
+AVAILABLE = importlib.util.find_spec("simdjson") is not None
+if AVAILABLE:
+    import simdjson
 
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 
 
 def loads(data: bytes | memoryview) -> dict[str, Any] | None:
     """The document with float tensors' ``data`` as float64 arrays, or None to parse it the usual way."""
+    if not AVAILABLE:
+        return None
     try:
         document = simdjson.Parser().parse(data)
         if not isinstance(document, simdjson.Object):

@@ -15,6 +15,8 @@ from service.errors import InvalidInput
 from service.protocol import decode_inputs, parse_request
 from service.tensors import TensorSpec
 
+pytest.importorskip("simdjson")
+
 MAX = 1 << 26
 
 
