@@ -49,7 +49,8 @@ def serve(
     """Run the server until the block ends; SIGTERM it then, and wait for it to exit."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    full_env = {**os.environ, "WEIGHTSERVE_LOG_LEVEL": "warning", **(env or {})}
+    # One worker unless a test asks for more: statistics and caches are per process.
+    full_env = {**os.environ, "WEIGHTSERVE_LOG_LEVEL": "warning", "WEIGHTSERVE_WORKERS": "1", **(env or {})}
     command = [sys.executable, "-m", "service.cli", "serve", "--repository", str(repository), "--port", str(port)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
