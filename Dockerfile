@@ -42,11 +42,15 @@ COPY --from=builder /opt/venv /opt/venv
 # The shipped models. Owned by the service user so that a named volume seeded from here stays
 # writable for the trainer image (same uid); servers mount repositories read-only.
 COPY --chown=10001:10001 models /models
+# One server process per container: replicas are the unit of scale (compose, Kubernetes), and a
+# container's CPU limit is invisible to the per-core default. Size onnxruntime's thread pool to
+# the limit with WEIGHTSERVE_INTRA_OP_THREADS.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     WEIGHTSERVE_REPOSITORY=/models \
     WEIGHTSERVE_HOST=0.0.0.0 \
-    WEIGHTSERVE_PORT=8000
+    WEIGHTSERVE_PORT=8000 \
+    WEIGHTSERVE_WORKERS=1
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000
@@ -131,6 +135,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEIGHTSERVE_REPOSITORY=/models \
     WEIGHTSERVE_HOST=0.0.0.0 \
     WEIGHTSERVE_PORT=8000 \
+    WEIGHTSERVE_WORKERS=1 \
     WEIGHTSERVE_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
 USER 10001:10001
 WORKDIR /tmp
