@@ -11,25 +11,16 @@ log-magnitude histogram is computed in float32.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from service.errors import InvalidRequest
+from service.weights.quantiles import QuantileLocator
 from service.weights.values import TensorValues
 
-QUANTILES: tuple[tuple[str, float], ...] = (
-    ("p0.1", 0.001),
-    ("p1", 0.01),
-    ("p5", 0.05),
-    ("p25", 0.25),
-    ("p50", 0.5),
-    ("p75", 0.75),
-    ("p95", 0.95),
-    ("p99", 0.99),
-    ("p99.9", 0.999),
-)
 DEFAULT_BINS = 64
 MAX_BINS = 1024
 RANGES = ("minmax", "symmetric")
@@ -149,6 +140,7 @@ class _SecondPass:
     log_histogram: HistogramSpec | None
     scale: float
     channel_scales: np.ndarray | None
+    locator: QuantileLocator
     m2: float = 0.0
     m3: float = 0.0
     m4: float = 0.0
@@ -183,12 +175,15 @@ class _SecondPass:
         self.out3 += int(np.count_nonzero(d2 > 9 * t2))
         self.out6 += int(np.count_nonzero(d2 > 36 * t2))
         del d, d2
+        self.locator.add(xs)
         self.counts += bin_counts(xs, self.histogram)
         if self.log_histogram is not None and xs.size:
-            a = np.abs(xs)
             with np.errstate(over="ignore", divide="ignore"):  # float64 extremes leave float32's range
-                nonzero = (a if a.min() > 0 else a[a > 0]).astype(np.float32)  # plenty for a log scale
-                logs = np.log10(nonzero, out=nonzero).astype(np.float64)
+                logs = xs.astype(np.float32)  # plenty for a log scale, and half the traffic
+                np.abs(logs, out=logs)
+                if not logs.min() > 0:
+                    logs = logs[logs > 0]
+                np.log10(logs, out=logs)
             self.log_counts += bin_counts(logs, self.log_histogram)
         self.err_tensor += _int8_error(xs, self.scale)
         if self.channel_scales is not None:
@@ -204,11 +199,11 @@ def bin_counts(x: np.ndarray, spec: HistogramSpec) -> np.ndarray:
 
 
 def _int8_error(x: np.ndarray, scale: float | np.ndarray) -> float:
-    """Σ (x - s·clip(round(x/s), -127, 127))², in place on one temporary."""
+    """Σ (x - s·clip(round(x/s), -127, 127))² on one temporary. With s = abs_max/127, |x/s| <= 127
+    (up to rounding that round() absorbs), so the clip never acts and is left out."""
     s = np.where(np.asarray(scale) > 0, scale, 1.0)
     r = x / s
     np.round(r, out=r)
-    np.clip(r, -INT8_LEVELS, INT8_LEVELS, out=r)
     r *= s
     np.subtract(x, r, out=r)
     flat = r.reshape(-1)
@@ -231,34 +226,10 @@ def histogram_json(spec: HistogramSpec, counts: np.ndarray) -> dict[str, Any]:
     return {"bins": spec.bins, "edges": [float(e) for e in spec.edges()], "counts": [int(c) for c in counts]}
 
 
-def quantiles(values: TensorValues, nonfinite: int) -> dict[str, float | None]:
-    """Exact order statistics from one flat copy in storage precision (numpy's 'linear' rule)."""
-    flat = _sortable_copy(values)
-    if nonfinite:
-        flat = flat[np.isfinite(flat)]
-    n = flat.size
-    if n == 0:
-        return {name: None for name, _ in QUANTILES}
-    qs = np.array([q for _, q in QUANTILES])
-    virtual = n * qs + (1 - qs) - 1
-    below = np.clip(np.floor(virtual).astype(np.int64), 0, n - 1)
-    above = np.clip(below + 1, 0, n - 1)
-    flat.partition(np.unique(np.concatenate([below, above])))
-    a = flat[below].astype(np.float64)
-    b = flat[above].astype(np.float64)
-    gamma = virtual - np.floor(virtual)
-    diff = b - a
-    lerp = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
-    return {name: finite(v) for (name, _), v in zip(QUANTILES, lerp, strict=True)}
-
-
-def _sortable_copy(values: TensorValues) -> np.ndarray:
-    if values.quantized:
-        return values.to_float64().reshape(-1)
-    stored = values.stored
-    if stored.dtype in (np.float32, np.float64):
-        return np.array(stored, copy=True).reshape(-1)
-    return stored.astype(np.float32).reshape(-1)  # float16 / bfloat16 are exact in float32
+def _finite_blocks(values: TensorValues, filter_nonfinite: bool) -> Iterator[np.ndarray]:
+    for block in values.blocks():
+        x = block.values.reshape(-1)
+        yield x[np.isfinite(x)] if filter_nonfinite else x
 
 
 def tensor_stats(values: TensorValues) -> dict[str, Any]:
@@ -292,12 +263,13 @@ def _tensor_stats(values: TensorValues) -> dict[str, Any]:
         log_histogram=log_hist,
         scale=abs_max / INT8_LEVELS if n else 1.0,
         channel_scales=first.abs_max / INT8_LEVELS if per_channel else None,
+        locator=QuantileLocator(first.low, first.high),
     )
     for block in values.blocks():
         second.add(block.channels, block.values)
     nonfinite = first.nan + first.inf
     stats = _summary(values, first, second, mean, abs_max)
-    stats["quantiles"] = quantiles(values, nonfinite)
+    stats["quantiles"] = second.locator.quantiles(_finite_blocks(values, nonfinite > 0))
     stats["histogram"] = histogram_json(hist, second.counts)
     stats["log_abs_histogram"] = histogram_json(log_hist, second.log_counts) if log_hist else None
     stats["per_channel"] = _per_channel(values, first, second) if per_channel else None

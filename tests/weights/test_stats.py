@@ -152,3 +152,23 @@ def test_nearly_equal_values_get_one_bin() -> None:
     assert hist["bins"] == 1
     assert hist["edges"] == [1.0, float(np.nextafter(1.0, 2.0))]
     assert sum(hist["counts"]) == 3
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["sparse", "duplicates", "clustered", "one", "two", "constant", "heavy_tail"],
+)
+def test_exact_quantiles_on_awkward_data(case: str) -> None:
+    rng = np.random.default_rng(3)
+    x = {
+        "sparse": np.where(rng.random(50_000) < 0.9, 0.0, rng.normal(size=50_000)),
+        "duplicates": rng.integers(-3, 4, size=30_000).astype(np.float64),
+        "clustered": np.concatenate([rng.normal(0, 1e-9, 20_000), [1e3, -1e3, 5e2]]),
+        "one": np.array([0.7]),
+        "two": np.array([2.0, -1.0]),
+        "constant": np.full(1000, 3.25),
+        "heavy_tail": rng.standard_cauchy(40_000),
+    }[case]
+    quantiles = tensor_stats(TensorValues(x))["quantiles"]
+    for name, q in {"p0.1": 0.001, "p1": 0.01, "p25": 0.25, "p50": 0.5, "p99": 0.99, "p99.9": 0.999}.items():
+        assert quantiles[name] == pytest.approx(np.quantile(x, q), rel=1e-12, abs=1e-300), name
