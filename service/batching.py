@@ -58,7 +58,12 @@ def _signature(feeds: Arrays) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
 
 
 class DynamicBatcher:
-    """One runner task per model version; one batch executes at a time."""
+    """One runner task per model version; one execution at a time.
+
+    A request that finds the batcher idle (nothing running, nothing queued, no queue delay) runs
+    at once in its own task, which spares it two event-loop hops through the runner; requests that
+    arrive meanwhile queue and the runner takes them as the next batch.
+    """
 
     def __init__(self, run: RunFn, policy: BatchPolicy, label: str, observer: BatchObserver | None = None) -> None:
         self._run = run
@@ -69,6 +74,9 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._busy = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def policy(self) -> BatchPolicy:
@@ -87,12 +95,36 @@ class DynamicBatcher:
         """Queue one validated request and wait for its own rows of the outputs."""
         if self._closed:
             raise ModelNotReady(f"{self._label} is unloading")
+        if not self._busy and not self._pending and self._policy.max_queue_delay_s <= 0:
+            return await self._run_now(feeds, rows)
         if len(self._pending) >= self._policy.max_queue_size:
             raise Overloaded(f"{self._label}: queue is full ({self._policy.max_queue_size} waiting requests)")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future))
         self._wakeup.set()
         return await future
+
+    async def _run_now(self, feeds: Arrays, rows: int) -> Outcome:
+        self._set_busy(True)
+        try:
+            outputs, compute_ns = await self._timed(feeds, rows)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            log.exception("%s: unexpected failure", self._label)
+            raise InferenceFailed(f"{self._label} failed: {exc}") from exc
+        finally:
+            self._set_busy(False)
+            if self._pending:
+                self._wakeup.set()
+        return Outcome(outputs, 0, compute_ns)
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        if busy:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     async def aclose(self) -> None:
         """Stop taking requests, fail what is still queued, and let the running batch finish."""
@@ -105,11 +137,12 @@ class DynamicBatcher:
             # Not cancelled: a cancelled runner would leave the running batch's requests unanswered.
             self._wakeup.set()
             await self._task
+        await self._idle.wait()
 
     async def _loop(self) -> None:
         while True:
-            if not self._pending:
-                if self._closed:
+            if not self._pending or self._busy:
+                if self._closed and not self._pending:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -119,6 +152,7 @@ class DynamicBatcher:
             batch = self._take()
             if not batch:
                 continue
+            self._set_busy(True)
             try:
                 await self._execute(batch)
             except Exception as exc:  # the runner must outlive any one batch
@@ -126,6 +160,8 @@ class DynamicBatcher:
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(InferenceFailed(f"{self._label} failed: {exc}"))
+            finally:
+                self._set_busy(False)
 
     async def _linger(self) -> None:
         """Optionally wait a little for more rows; never beyond the oldest request's delay budget."""
