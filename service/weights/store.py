@@ -97,6 +97,16 @@ class WeightStore:
             self._limiter = anyio.CapacityLimiter(1)
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries held per cache (each bounded by the options)."""
+        return {
+            "versions": len(self._versions),
+            "hashes": len(self._hashes),
+            "stats": len(self._stats),
+            "spectral": len(self._spectral),
+            "histograms": len(self._histograms),
+        }
+
     def open(
         self, label: str, model_path: Path, weights_path: Path | None = None, manifest: dict[str, Any] | None = None
     ) -> VersionWeights:

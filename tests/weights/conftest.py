@@ -157,11 +157,17 @@ WIDER = ClassifierWeights.random(3, channels=16)
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
-    """clf: 1 base, 2 fine-tuned head, 3 retrained from another seed, 4 = 1 again; 5 has 16 channels."""
+    """clf: 1 base, 2 fine-tuned head, 3 retrained from another seed, 4 = 1 again, 5 has 16 channels;
+    broken/1 has NaN and Inf in its head weight."""
     root = tmp_path / "models"
     write_version(root, "clf", 1, BASE)
     write_version(root, "clf", 2, FINE_TUNED)
     write_version(root, "clf", 3, RETRAINED)
     write_version(root, "clf", 4, BASE, sidecar=False)
     write_version(root, "clf", 5, WIDER, sidecar=False)
+    broken = dict(BASE.arrays)
+    head = broken["head.weight"].copy()
+    head[0, 0], head[1, 1], head[2, 2] = np.nan, np.inf, -np.inf
+    broken["head.weight"] = head
+    write_version(root, "broken", 1, ClassifierWeights(broken))
     return root

@@ -217,3 +217,15 @@ def test_end_to_end_through_a_real_server(repository: Path, tmp_path: Path) -> N
         assert diff.json()["verdict"] == "small fine-tune"
         bad = httpx.get(f"{server.base_url}/v2/models/clf/versions/2/weights/nope", timeout=60)
         assert (bad.status_code, set(bad.json())) == (404, {"error"})
+
+
+async def test_nan_and_inf_in_weights_are_counted(client: Any) -> None:
+    body = await _json(client, "/v2/models/broken/versions/1/weights")
+    assert (body["summary"]["nan_count"], body["summary"]["inf_count"]) == (1, 2)
+    head = next(t for t in body["tensors"] if t["name"] == "head.weight")
+    assert head["spectral"]["status"] == "skipped"
+    detail = await _json(client, f"/v2/models/broken/versions/1/weights/{head['id']}?bins=10&range=symmetric")
+    finite = BASE.arrays["head.weight"].astype(np.float64).copy()
+    finite[0, 0] = finite[1, 1] = finite[2, 2] = np.nan
+    assert detail["stats"]["mean"] == pytest.approx(np.nanmean(finite), rel=1e-12)
+    assert sum(detail["stats"]["histogram"]["counts"]) == finite.size - 3
