@@ -219,3 +219,36 @@ def test_unparseable_model_is_a_load_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a protobuf at all")
     with pytest.raises(ModelLoadError):
         load_graph(path)
+
+
+def test_qoperator_weights_are_dequantized_with_their_own_scales(tmp_path: Path) -> None:
+    w = RNG.integers(-100, 100, size=(4, 1, 3, 3), dtype=np.int8)
+    w_scale = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    w_zp = np.zeros(4, np.int8)
+    b = RNG.integers(-50, 50, size=4, dtype=np.int32)
+    inits = [
+        init("x_scale", np.array(0.05, np.float32)), init("x_zp", np.array(0, np.uint8)),
+        init("w_q", w), init("w_scale", w_scale), init("w_zp", w_zp),
+        init("y_scale", np.array(0.1, np.float32)), init("y_zp", np.array(0, np.uint8)),
+        init("b_q", b),
+    ]
+    node = helper.make_node(
+        "QLinearConv",
+        ["x", "x_scale", "x_zp", "w_q", "w_scale", "w_zp", "y_scale", "y_zp", "b_q"],
+        ["y"],
+        name="/conv/QLinearConv",
+    )
+    graph = helper.make_graph(
+        [node],
+        "qconv",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, ["N", 4, 6, 6])],
+        inits,
+    )
+    parsed = load_graph(save_model(graph, tmp_path / "q" / "model.onnx"))
+    assert [(la.op_type, [t.role for t in la.tensors]) for la in parsed.layers] == [("QLinearConv", ["weight"])]
+    weight = _by_name(parsed, "w_q")
+    assert weight.quantization is not None
+    assert (weight.quantization.op, weight.quantization.axis, weight.out_axis) == ("QLinearConv", 0, 0)
+    values = tensor_values(weight, parsed.directory)
+    np.testing.assert_array_equal(values.to_float64(), w * w_scale.astype(np.float64)[:, None, None, None])
