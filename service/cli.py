@@ -47,21 +47,23 @@ def _serve(argv: list[str]) -> int:
     if not settings.repository.is_dir():
         print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
         return 2
+    from service.metrics import shared_across_workers
     from service.shutdown import exit_zero_after_graceful_stop
 
     exit_zero_after_graceful_stop()
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-        access_log=False,
-        # The service reads no client address; parsing X-Forwarded-* would cost every request.
-        proxy_headers=False,
-    )
+    with shared_across_workers(settings.workers):
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+            access_log=False,
+            # The service reads no client address; parsing X-Forwarded-* would cost every request.
+            proxy_headers=False,
+        )
     return 0
 
 

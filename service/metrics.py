@@ -4,11 +4,18 @@ With several worker processes (``--workers N``) each process counts on its own, 
 one worker. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty, writable folder before starting the
 server and prometheus-client keeps the numbers in files there; ``GET /metrics`` then sums every
 worker's files, whichever worker answers.
+
+``weightserve serve --workers N`` (N > 1) does that by itself when the variable is unset, with a
+private folder it removes at exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -21,6 +28,21 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 def _multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@contextlib.contextmanager
+def shared_across_workers(workers: int) -> Iterator[None]:
+    """Around starting N worker processes: give them one metrics folder (set before they import)."""
+    if workers <= 1 or _multiprocess_dir() is not None:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="weightserve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class ServiceMetrics:

@@ -32,6 +32,8 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSERVE_")}
         env.update({f"WEIGHTSERVE_{key.upper()}": value for key, value in settings.items()})
         env.setdefault("WEIGHTSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
+        env.setdefault("WEIGHTSERVE_WORKERS", "1")
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self._command = [
             sys.executable, "-m", "service.cli", "serve",
             "--repository", os.fspath(repository), "--port", str(self.port), "--log-level", "info",

@@ -74,7 +74,8 @@ async def test_swap_through_the_repository_folder(tmp_path: Path) -> None:
         )
         removed.append(len(result.versions))
 
-    with ServerProcess(repository, tmp_path / "server.log", poll_interval_s="0.2") as server:
+    # Two worker processes: each follows the folder on its own, and both must switch.
+    with ServerProcess(repository, tmp_path / "server.log", poll_interval_s="0.2", workers="2") as server:
         result = await closed_loop(
             server.url, MODEL, requests=REQUESTS, concurrency=CONCURRENCY, time_limit_s=150, during=swap
         )
@@ -105,7 +106,8 @@ async def test_swap_through_the_repository_api(tmp_path: Path) -> None:
             assert reloaded.status_code == 200, reloaded.text
             removed.append(len(result.versions))
 
-    with ServerProcess(repository, tmp_path / "server.log", poll_interval_s="0") as server:
+    # One worker: the repository API acts on the process that answers the call.
+    with ServerProcess(repository, tmp_path / "server.log", poll_interval_s="0", workers="1") as server:
         result = await closed_loop(
             server.url, MODEL, requests=REQUESTS, concurrency=CONCURRENCY, time_limit_s=150, during=swap
         )
