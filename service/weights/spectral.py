@@ -102,7 +102,10 @@ def spectral_metrics(weight: np.ndarray, conv: bool, budget: float = DEFAULT_BUD
     if reason is not None:
         return base | {"status": "skipped", "skipped_reason": reason}
     with np.errstate(all="ignore"):
-        svals = singular_values(weight, conv)
+        try:
+            svals = singular_values(weight, conv)
+        except (np.linalg.LinAlgError, ValueError) as exc:  # scipy's LinAlgError is numpy's
+            return base | {"status": "failed", "skipped_reason": f"SVD did not converge: {exc}"}
         evals = np.sort(np.concatenate([s * s for s in svals]))
         if not np.isfinite(evals).all() or not evals.max() > 0:
             return base | {"status": "skipped", "skipped_reason": "eigenvalues are zero or overflow float64"}
