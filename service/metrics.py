@@ -105,7 +105,7 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "weightserve_requests_rejected",
-            "Requests turned away before running: overload (queue or in-flight limit) or shutdown.",
+            "Requests turned away without running: in_flight_limit, queue_full, or timeout (waited too long).",
             ["reason"],
             registry=r,
         )

@@ -21,7 +21,15 @@ import numpy as np
 
 from service.admission import AdmissionGate
 from service.batching import BatchPolicy, DynamicBatcher, Outcome
-from service.errors import InvalidRequest, ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
+from service.errors import (
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    RequestTimeout,
+    ServiceError,
+)
 from service.loading import check_version
 from service.metrics import ServiceMetrics
 from service.model_config import ModelConfig
@@ -83,10 +91,16 @@ class LoadedVersion:
         return self.spec.version
 
     async def infer(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
-        if self.runner is not None:
-            outcome = await self.runner.submit(feeds, rows)
-        else:
-            outcome = await self._run_alone(feeds, rows)
+        try:
+            if self.runner is not None:
+                outcome = await self.runner.submit(feeds, rows)
+            else:
+                outcome = await self._run_alone(feeds, rows)
+        except (Overloaded, RequestTimeout) as exc:
+            if self.metrics is not None:
+                reason = "queue_full" if isinstance(exc, Overloaded) else "timeout"
+                self.metrics.rejected.labels(reason).inc()
+            raise
         if self.metrics is not None:
             self.metrics.queue_time.labels(self.name, str(self.version)).observe(outcome.queue_ns / 1e9)
         return outcome
