@@ -119,7 +119,9 @@ class WeightStore:
         key = (_file_key(source), tensor.id)
         return self._hashes.get_or_compute(key, lambda: version.values(tensor).sha256())
 
-    def _content_key(self, version: VersionWeights, tensor: Tensor, values: TensorValues) -> Hashable:
+    def _content_key(
+        self, version: VersionWeights, tensor: Tensor, values: TensorValues
+    ) -> tuple[str, int | None, str, str]:
         """Same bytes, same axis, same dequantization: same figures."""
         quant = ""
         if values.quantized:
@@ -134,7 +136,7 @@ class WeightStore:
         values = version.values(tensor)
         key = self._content_key(version, tensor, values)
         stats = self._stats.get_or_compute(key, lambda: tensor_stats(values))
-        return stats | {"sha256": key[0]}  # type: ignore[index]
+        return stats | {"sha256": key[0]}
 
     def spectral(self, version: VersionWeights, tensor: Tensor) -> dict[str, Any] | None:
         conv = _is_conv(tensor)
@@ -143,9 +145,10 @@ class WeightStore:
         values = version.values(tensor)
         budget = self.options.spectral_budget
         key = (self._content_key(version, tensor, values), conv, budget)
-        return self._spectral.get_or_compute(
-            key, lambda: spectral_metrics(values.to_float64(), conv, budget)
-        )
+        # Stored values go in as they are: slices are widened to float64 one at a time, and a
+        # weight over the budget is skipped before any of it is read.
+        weight = values.to_float64() if values.quantized else values.stored
+        return self._spectral.get_or_compute(key, lambda: spectral_metrics(weight, conv, budget))
 
     def histogram(self, version: VersionWeights, tensor: Tensor, spec: HistogramSpec) -> dict[str, Any]:
         values = version.values(tensor)
