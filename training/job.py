@@ -64,6 +64,7 @@ def plan(request: Request) -> Plan:
     if request.epochs is not None and request.epochs < 1:
         raise UsageError("--epochs must be at least 1")
     store.check_repository(request.repository)
+    store.check_model_folder(request.repository / request.name)
     task = TASKS[request.name]()
     hyperparameters = copy.deepcopy(dict(task.defaults)) | copy.deepcopy(dict(request.hyperparameters or {}))
     seed, source = request.seed, None
@@ -94,18 +95,21 @@ def _schedule(p: Plan) -> Schedule:
     return Schedule(hp["epochs"], hp["batch_size"], hp["lr"], hp["weight_decay"], p.seed)
 
 
-def _seed_everything(seed: int, rank: int) -> None:
+def _make_reproducible(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)  # same initial weights on every rank; dropout differs by rank below
+    torch.manual_seed(seed)  # the same initial weights on every rank
     torch.use_deterministic_algorithms(True)
+    # These networks are tiny: one thread is as fast as several, fixes the order of every
+    # reduction, and never spins waiting for cores that other processes hold.
+    torch.set_num_threads(1)
 
 
 def run(p: Plan, world: World) -> Result | None:
     """Train; on the main rank evaluate, export and publish the next version (others return None)."""
     started = time.monotonic()
     task, hp = p.task, p.hyperparameters
-    _seed_everything(p.seed, world.rank)
+    _make_reproducible(p.seed)
     prepared = task.prepare(p.seed, hp)
     module = task.build(hp, prepared)
     if p.source is not None:

@@ -30,6 +30,14 @@ def check_repository(root: Path) -> None:
         raise UsageError(f"model repository {root} is not writable")
 
 
+def check_model_folder(model_dir: Path) -> None:
+    """The model folder is either absent (it will be made) or a writable folder."""
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UsageError(f"cannot write into {model_dir}: it is not a directory")
+    if model_dir.is_dir() and not os.access(model_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into {model_dir}: it is not writable")
+
+
 def versions(model_dir: Path) -> list[int]:
     """Published version numbers (numeric folder names), ascending."""
     if not model_dir.is_dir():

@@ -13,7 +13,7 @@ import torch
 from sklearn.datasets import load_diabetes, load_digits
 
 from tests.training.conftest import MODELS
-from training.architectures import load_trained
+from training.architectures import DigitsCNN, load_trained
 
 NAMES = {
     "digits_cnn": ("image", [1, 8, 8], "logits", [10]),
@@ -30,7 +30,7 @@ def _raw_inputs(name: str, rows: int) -> np.ndarray:
     """Raw data exactly as the data set stores it: what a client sends."""
     if name == "diabetes_mlp":
         return np.asarray(load_diabetes(scaled=False).data[:rows], dtype=np.float32)
-    return load_digits().images[:rows].astype(np.float32)[:, None, :, :]
+    return np.asarray(load_digits().images[:rows], dtype=np.float32)[:, None, :, :]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -83,13 +83,12 @@ def test_autoencoder_output_stays_on_the_pixel_scale(tiny_repository: Path) -> N
 def test_cnn_features_feed_the_pool_after_a_relu(tiny_repository: Path) -> None:
     """Class-activation maps need the post-ReLU map that the global average pool reduces."""
     module = load_trained(tiny_repository / "digits_cnn" / "1")
+    assert isinstance(module, DigitsCNN)
     image = torch.from_numpy(_raw_inputs("digits_cnn", 3))
     with torch.no_grad():
         maps = module.features(image / 16.0)
         logits = module(image)
-        head = module.head
-        assert isinstance(head, torch.nn.Linear)
-        recomputed = head(maps.mean(dim=(2, 3)))
+        recomputed = module.head(maps.mean(dim=(2, 3)))
     assert isinstance(module.features[-1], torch.nn.ReLU)
     assert maps.min() >= 0
     torch.testing.assert_close(logits, recomputed)
