@@ -78,8 +78,14 @@ def _find(rows: list[Row], server: str, model: str, body: str, connections: int)
 
 
 def _mean_batch(server: servers.Server, model: str) -> float:
-    stats = httpx.get(f"{server.url}/v2/models/{model}/stats").json()["model_stats"][0]
-    return float(stats["inference_count"]) / max(1, int(stats["execution_count"]))
+    """Rows per execution in the busiest worker: statistics are per process, and each new
+    connection lands on whichever worker accepts it, so ask several times."""
+    samples = []
+    for _ in range(12):
+        with httpx.Client() as client:
+            samples.append(client.get(f"{server.url}/v2/models/{model}/stats").json()["model_stats"][0])
+    busiest = max(samples, key=lambda stats: int(stats["inference_count"]))
+    return float(busiest["inference_count"]) / max(1, int(busiest["execution_count"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="weightserve processes (default: its own default)")
     parser.add_argument("--connections", default="1,8,64", help="concurrency levels (default 1,8,64)")
     parser.add_argument("--skip-naive", action="store_true", help="measure weightserve only")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="extra setting for weightserve (repeatable)"
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.connections.split(",")]
     print(f"load before: {_uptime()}", flush=True)
@@ -119,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(_load(server, WIDE, bodies[WIDE.name][0], max(levels), args.seconds))
             finally:
                 server.stop()
-        server = servers.weightserve(repository, folder / "weightserve.log", args.workers, {})
+        extra = dict(item.split("=", 1) for item in args.env)
+        server = servers.weightserve(repository, folder / "weightserve.log", args.workers, extra)
         try:
             server.wait_ready()
             for shape in (SMALL, WIDE):

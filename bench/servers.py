@@ -25,13 +25,17 @@ def free_port() -> int:
 class Server:
     """A server in its own process group; ``cpu_s`` sums user+system time over the process tree."""
 
-    def __init__(self, label: str, argv: list[str], port: int, ready_path: str, log: Path) -> None:
+    def __init__(
+        self, label: str, argv: list[str], port: int, ready_path: str, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.label = label
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._ready_path = ready_path
         self._log = log.open("wb")
-        self._process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -95,5 +99,4 @@ def weightserve(repository: Path, log: Path, workers: int | None, extra_env: dic
     argv = [sys.executable, "-m", "service.cli", "serve", "--repository", str(repository), "--port", str(port)]
     if workers is not None:
         argv += ["--workers", str(workers)]
-    os.environ.update(extra_env)
-    return Server("weightserve", argv, port, "/v2/health/ready", log)
+    return Server("weightserve", argv, port, "/v2/health/ready", log, extra_env)
