@@ -112,6 +112,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Outermost, around routing too: 404s and 405s also get a request id and are counted.
     # Inside it, infer requests skip Litestar's routing and DI (see service/infer_asgi.py).
     app.asgi_handler = RequestMiddleware(
-        InferFastPath(app.asgi_handler, app.state), metrics, settings.max_in_flight_requests
+        InferFastPath(app.asgi_handler, app.state), metrics, settings.max_in_flight_requests, settings.access_log
     )
     return app

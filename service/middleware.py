@@ -23,10 +23,11 @@ _UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_in_flight: int, access_log: bool = True) -> None:
         self._app = app
         self._metrics = metrics
         self._max_in_flight = max_in_flight
+        self._access_log = access_log
         self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,6 +77,8 @@ class RequestMiddleware:
         if model:
             metrics.inference_requests.labels(model, version, str(status)).inc()
             metrics.inference_latency.labels(model, version).observe(elapsed)
+        if not self._access_log:
+            return
         log.info(
             "%s %s %d",
             method,

@@ -93,3 +93,6 @@ class Settings(BaseSettings):
 
     log_format: Literal["json", "text"] = "json"
     """Service log lines as JSON objects (with the request id) or plain text."""
+
+    access_log: bool = True
+    """One log line per HTTP request (method, path, status, duration, model, version, request id)."""

@@ -15,7 +15,7 @@ from tests.lifecycle.onnx_models import write_version
 from tests.lifecycle.server import ADMIN_TOKEN, ServerProcess
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 25
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -134,3 +134,10 @@ def test_load_failures_are_counted(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(repository=root))) as client:
         assert _samples(client, "weightserve_model_load_failures_total") == {(("model", "broken"),): 1.0}
         assert _samples(client, "weightserve_models_loaded") == {(): 1.0}
+
+
+def test_access_log_can_be_turned_off(repository: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with TestClient(create_app(Settings(repository=repository, access_log=False))) as client:
+        with caplog.at_level("INFO", logger="service"):
+            client.post("/v2/models/m/infer", json=infer_body())
+        assert not [r for r in caplog.records if r.name == "service.access"]
