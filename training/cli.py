@@ -9,11 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.defaults import DEFAULT_SEED, MODEL_NAMES
 from training.errors import TrainingError
-
-MODEL_NAMES = ("digits_cnn", "diabetes_mlp", "digits_autoencoder")
-DEFAULT_SEED = 2
-"""The shipped models use this seed (see the manifests); any seed trains the same way."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("names", nargs="*", metavar="NAME", help="models to train (default: all three)")
     parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository (must exist)")
     parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="seed for the split, initial weights and data order"
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed for the split, initial weights and data order (fine-tuning keeps the base's split "
+        "and uses this seed for the new data order)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument(

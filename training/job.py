@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training import export, manifest, store
+from training.defaults import DEFAULT_SEED
 from training.distributed import World
 from training.errors import UsageError
 from training.loop import Schedule, fit
@@ -31,7 +32,7 @@ class Request:
 
     name: str
     repository: Path
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     epochs: int | None = None
     finetune_from: int | None = None
     hyperparameters: Mapping[str, Any] | None = None
@@ -114,7 +115,7 @@ def run(p: Plan, world: World) -> Result | None:
     module = task.build(hp, prepared)
     if p.source is not None:
         module.load_state_dict(load_file(p.source))
-    torch.manual_seed(p.seed * 1000 + world.rank + 1)
+    torch.manual_seed(p.seed * 1000 + world.rank + 1)  # dropout masks: independent per rank
     split = prepared.split
     label = f"{task.name}" + (f" (fine-tune of v{p.request.finetune_from})" if p.source else "")
     train_loss = fit(module, task.loss(module, hp), split.x_train, split.y_train, _schedule(p), world, label)

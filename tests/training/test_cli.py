@@ -90,3 +90,10 @@ def test_cli_trains_and_publishes_the_next_version(tmp_path: Path, capsys: pytes
     assert "diabetes_mlp v1" in out
     assert "diabetes_mlp v2" in out
     assert sorted(p.name for p in (tmp_path / "diabetes_mlp").iterdir()) == ["1", "2"]
+
+
+def test_default_names_are_the_known_tasks() -> None:
+    from training.defaults import MODEL_NAMES
+    from training.tasks import TASKS
+
+    assert sorted(MODEL_NAMES) == sorted(TASKS)

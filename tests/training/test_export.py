@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 
-from tests.training.conftest import MODELS
+from tests.training.conftest import MODELS, REPOSITORY
 from training.architectures import DigitsCNN, load_trained
 
 NAMES = {
@@ -92,3 +92,15 @@ def test_cnn_features_feed_the_pool_after_a_relu(tiny_repository: Path) -> None:
     assert isinstance(module.features[-1], torch.nn.ReLU)
     assert maps.min() >= 0
     torch.testing.assert_close(logits, recomputed)
+
+
+@pytest.mark.parametrize("version_dir", ["digits_cnn/1", "digits_cnn/2", "diabetes_mlp/1", "digits_autoencoder/1"])
+def test_shipped_onnx_matches_its_rebuilt_torch_module(version_dir: str) -> None:
+    folder = REPOSITORY / version_dir
+    name = version_dir.split("/")[0]
+    inputs = _raw_inputs(name, 16)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {NAMES[name][0]: inputs})
+    with torch.no_grad():
+        expected = load_trained(folder)(torch.from_numpy(inputs)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
