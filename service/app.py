@@ -33,7 +33,16 @@ from service.weights.store import WeightOptions, WeightStore
 log = logging.getLogger(__name__)
 
 # Extensions of GET /v2, only those really implemented.
-EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_repository",
+    "statistics",
+    "model_configuration",
+    "weights",
+    "activations",
+    "explain",
+    "evaluate",
+)
 
 
 def provide_registry(state: State) -> ModelRegistry:
@@ -87,8 +96,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ModelsController,
             RepositoryController,
             InspectionController,
-            WeightsController,
             UiController,
+            WeightsController,
             MetricsController,
         ],
         dependencies={
