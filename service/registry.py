@@ -244,6 +244,11 @@ class ModelRegistry:
 
     async def poll(self) -> None:
         """Bring the loaded set in line with the folder: new and changed versions in, removed ones out."""
+        if not await anyio.to_thread.run_sync(self._root.is_dir):
+            # A repository that vanished (unmounted volume, a rename in progress) is not an order to
+            # unload everything: keep serving and look again next time.
+            log.warning("model repository %s is missing; keeping the loaded models", self._root)
+            return
         specs = await anyio.to_thread.run_sync(scan, self._root)
         seen = {spec.name for spec in specs}
         for spec in specs:

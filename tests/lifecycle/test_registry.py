@@ -145,3 +145,20 @@ async def test_admission_gate_bounds_waiting_and_times_out() -> None:
     await holder
     async with gate.slot():  # free again
         assert gate.waiting == 0
+
+
+async def test_a_vanished_repository_unloads_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    write_version(root, "m", 1)
+    registry = ModelRegistry(Settings(repository=root))
+    await registry.start()
+    try:
+        root.rename(tmp_path / "elsewhere")
+        await registry.poll()
+        assert registry.versions("m") == [1]
+        (tmp_path / "elsewhere").rename(root)
+        shutil.rmtree(root / "m")
+        await registry.poll()
+        assert registry.names() == []
+    finally:
+        await registry.aclose()
