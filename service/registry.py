@@ -215,13 +215,6 @@ class ModelRegistry:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        settings = self._settings
-        if settings.workers > 1 and settings.admin_token is not None and settings.poll_interval_s == 0:
-            log.warning(
-                "%d workers: repository load/unload calls act only on the worker that answers them; "
-                "set WEIGHTSERVE_POLL_INTERVAL_S so every worker follows the repository folder",
-                settings.workers,
-            )
         for spec in scan(self._root):
             await self._apply(spec, force=False)
         self._started = True
