@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from training.errors import ParityError
+from training.errors import ExportError, ParityError
 
 EXPORTER = "dynamo"
 OPSET = 20
@@ -78,6 +78,8 @@ def export(
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     onnx.save_model(proto, str(path))
+    if not symbolic_batch(path):
+        raise ExportError("the exported graph has a fixed batch dimension; batching clients need it dynamic")
 
 
 def torch_outputs(module: nn.Module, inputs: NDArray[np.float32], batch_size: int = 512) -> NDArray[np.float32]:

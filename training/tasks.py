@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,6 @@ class Prepared:
     split: data.Split
     eval_inputs: NDArray[np.float32]
     eval_targets: NDArray[np.float32] | NDArray[np.int64]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Task(ABC):
