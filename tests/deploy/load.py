@@ -20,11 +20,23 @@ import aiohttp
 WIDTH = 16
 
 
+@dataclass(frozen=True)
+class Failure:
+    request: int
+    reason: str
+    started: float
+    """time.monotonic() when the request was sent."""
+    upstream: str = ""
+    """The replica nginx was reading the answer from (the last one it tried), if it said."""
+    truncated: bool = False
+    """The status line and headers arrived, the body did not: the replica died mid-answer."""
+
+
 @dataclass
 class LoadResult:
     sent: int = 0
     succeeded: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     upstreams: Counter[str] = field(default_factory=Counter)
     retried: int = 0
     elapsed_s: float = 0.0
@@ -67,22 +79,30 @@ async def run_load(
 async def _one(session: aiohttp.ClientSession, url: str, n: int, result: LoadResult) -> None:
     values = [float(n * WIDTH + i) for i in range(WIDTH)]
     body = {"inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": values}]}
+    started = time.monotonic()
+    tried: list[str] = []
     try:
         async with session.post(url, json=body) as response:
-            upstream = response.headers.get("X-Upstream", "")
+            # nginx lists every upstream it tried: "a:1, b:2" means a failed and b answered.
+            tried = [u.strip() for u in response.headers.get("X-Upstream", "").split(",") if u.strip()]
             payload = await response.json(content_type=None)
             if response.status != 200:
-                result.failures.append(f"request {n}: {response.status} {payload}")
+                result.failures.append(Failure(n, f"{response.status} {payload}", started, _last(tried)))
                 return
+    except aiohttp.ClientPayloadError as exc:
+        result.failures.append(Failure(n, str(exc), started, _last(tried), truncated=bool(tried)))
+        return
     except (aiohttp.ClientError, TimeoutError) as exc:
-        result.failures.append(f"request {n}: {type(exc).__name__}: {exc}")
+        result.failures.append(Failure(n, f"{type(exc).__name__}: {exc}", started, _last(tried)))
         return
     if payload["outputs"][0]["data"] != values:
-        result.failures.append(f"request {n}: wrong answer")
+        result.failures.append(Failure(n, "wrong answer", started, _last(tried)))
         return
     result.succeeded += 1
-    # nginx lists every upstream it tried: "a:1, b:2" means the first failed and b answered.
-    tried = [u.strip() for u in upstream.split(",") if u.strip()]
     result.retried += len(tried) > 1
     if tried:
         result.upstreams[tried[-1]] += 1
+
+
+def _last(tried: list[str]) -> str:
+    return tried[-1] if tried else ""
