@@ -6,7 +6,8 @@ import copy
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def _schedule(p: Plan) -> Schedule:
     return Schedule(hp["epochs"], hp["batch_size"], hp["lr"], hp["weight_decay"], p.seed)
 
 
-def _make_reproducible(seed: int) -> None:
+@contextmanager
+def _reproducible(seed: int) -> Iterator[None]:
+    """Seed every generator and pin torch's numerics; restore torch's process-wide settings after."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -104,13 +108,22 @@ def _make_reproducible(seed: int) -> None:
     # These networks are tiny: one thread is as fast as several, fixes the order of every
     # reduction, and never spins waiting for cores that other processes hold.
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def run(p: Plan, world: World) -> Result | None:
     """Train; on the main rank evaluate, export and publish the next version (others return None)."""
+    with _reproducible(p.seed):
+        return _run(p, world)
+
+
+def _run(p: Plan, world: World) -> Result | None:
     started = time.monotonic()
     task, hp = p.task, p.hyperparameters
-    _make_reproducible(p.seed)
     prepared = task.prepare(p.seed, hp)
     module = task.build(hp, prepared)
     if p.source is not None:
