@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -80,3 +81,46 @@ async def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None
         assert _rejected(server.url).get("timeout") == statuses[504]
         after = httpx.post(f"{server.url}/v2/models/slow/infer", json=infer_body(), timeout=60)
         assert after.status_code == 200, after.text
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc")
+async def test_memory_stays_bounded_under_a_flood_of_large_bodies(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    write_version(repository, "slow", 1, slow=1024)
+    rows = 65536  # about 1.3 MB of JSON per request
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": [0.0] * rows * 4}]})
+    settings = {
+        "max_in_flight_requests": "8",
+        "max_batch_size": "1",
+        "max_concurrent_runs": "1",
+        "max_queue_size": "4096",
+        "access_log": "false",
+    }
+    with ServerProcess(repository, tmp_path / "server.log", intra_op_threads="1", **settings) as server:
+        assert server.process is not None
+        before = _peak_rss_mb(server.process.pid)
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
+            gate = asyncio.Semaphore(64)
+
+            async def one() -> int:
+                async with gate:
+                    response = await client.post(
+                        "/v2/models/slow/infer", content=body, headers={"content-type": "application/json"}
+                    )
+                    return response.status_code
+
+            statuses = Counter(await asyncio.gather(*(one() for _ in range(160))))
+        growth = _peak_rss_mb(server.process.pid) - before
+        print(f"flood of 160 x {len(body) / 1e6:.1f} MB at concurrency 64: {dict(statuses)}, peak RSS +{growth:.0f} MB")
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses[200] >= 1
+        # 64 bodies held at once would be ~84 MB of bytes alone, several times that once decoded.
+        assert growth < 200, growth
