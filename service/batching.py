@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays], Awaitable[Arrays]]
+BlockingRunFn = Callable[[Arrays], Arrays]
 BatchObserver = Callable[[int, int], None]
 """Called after each execution with (rows, compute nanoseconds)."""
 
@@ -57,6 +60,56 @@ def _signature(feeds: Arrays) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     return tuple(sorted((name, arr.dtype.str, tuple(arr.shape[1:])) for name, arr in feeds.items()))
 
 
+class InferenceThread:
+    """One thread that runs blocking calls for the event loop, one at a time, in order.
+
+    Cheaper per call than a general thread pool (no pool bookkeeping, one semaphore release to hand
+    work over, one ``call_soon_threadsafe`` to hand it back), which matters when a batch of a small
+    model takes tens of microseconds. One batch runs at a time anyway, so one thread is enough.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None] = deque()
+        self._ready = threading.Semaphore(0)
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.append((loop, future, fn))
+        self._ready.release()
+        return await future
+
+    def close(self) -> None:
+        """The thread ends once the calls already handed over are done."""
+        self._jobs.append(None)
+        self._ready.release()
+
+    def _work(self) -> None:
+        while True:
+            self._ready.acquire()
+            job = self._jobs.popleft()
+            if job is None:
+                return
+            loop, future, fn = job
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to the awaiting task, which raises it
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
+                loop.call_soon_threadsafe(_resolve, future, result, error)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class DynamicBatcher:
     """One runner task per model version; one execution at a time.
 
@@ -65,8 +118,16 @@ class DynamicBatcher:
     arrive meanwhile queue and the runner takes them as the next batch.
     """
 
-    def __init__(self, run: RunFn, policy: BatchPolicy, label: str, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        policy: BatchPolicy,
+        label: str,
+        observer: BatchObserver | None = None,
+        thread: InferenceThread | None = None,
+    ) -> None:
         self._run = run
+        self._thread = thread
         self._policy = policy
         self._label = label
         self._observer = observer
@@ -77,6 +138,19 @@ class DynamicBatcher:
         self._busy = False
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @classmethod
+    def blocking(
+        cls, run: BlockingRunFn, policy: BatchPolicy, label: str, observer: BatchObserver | None = None
+    ) -> DynamicBatcher:
+        """A batcher over a blocking ``run``, executed on its own inference thread (closed with it)."""
+        thread = InferenceThread(f"infer {label}")
+
+        async def run_on_thread(feeds: Arrays) -> Arrays:
+            outputs: Arrays = await thread.call(lambda: run(feeds))
+            return outputs
+
+        return cls(run_on_thread, policy, label, observer, thread)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -138,6 +212,8 @@ class DynamicBatcher:
             self._wakeup.set()
             await self._task
         await self._idle.wait()
+        if self._thread is not None:
+            self._thread.close()
 
     async def _loop(self) -> None:
         while True:

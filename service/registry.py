@@ -403,7 +403,7 @@ class ModelRegistry:
             max_queue_size=batching.max_queue_size or self._settings.max_queue_size,
             timeout_s=self._settings.request_timeout_s,
         )
-        return DynamicBatcher(model.run, policy, label, observer)
+        return DynamicBatcher.blocking(model.run_sync, policy, label, observer)
 
     async def _retire(self, name: str, versions: list[LoadedVersion], reason: str) -> None:
         for loaded in versions:

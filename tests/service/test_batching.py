@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,30 @@ async def test_real_app_answers_503_with_retry_after_when_the_queue_is_full(repo
         status, _, body = await call(app, "/v2/models/tiny_queue/infer", infer_document("INPUT0", inputs[3]))
         assert status == 200
         np.testing.assert_array_equal(output_of(body), inputs[3])
+
+
+async def test_a_blocking_run_executes_on_the_batchers_own_thread_which_ends_with_it() -> None:
+    seen_threads: set[str] = set()
+
+    def blocking(feeds: Arrays) -> Arrays:
+        seen_threads.add(threading.current_thread().name)
+        if (feeds["x"] < 0).any():
+            raise InvalidInput("negative input")
+        return {"y": feeds["x"] * 10}
+
+    batcher = DynamicBatcher.blocking(blocking, BatchPolicy(max_batch_size=8), "blocking fake")
+    batcher.start()
+    inputs = [rows(float(i), count=1 + i % 3) for i in range(20)]
+    tasks = [asyncio.create_task(batcher.submit({"x": x}, len(x))) for x in inputs]
+    bad = asyncio.create_task(batcher.submit({"x": rows(-1.0)}, 1))
+    for x, task in zip(inputs, tasks, strict=True):
+        np.testing.assert_array_equal((await task).outputs["y"], x * 10)
+    with pytest.raises(InvalidInput):
+        await bad
+    assert seen_threads == {"infer blocking fake"}
+    await batcher.aclose()
+    for _ in range(500):  # the thread ends once it has taken the stop request
+        if not any(thread.name == "infer blocking fake" for thread in threading.enumerate()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(thread.name == "infer blocking fake" for thread in threading.enumerate())
