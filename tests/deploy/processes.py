@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from tests.deploy.conftest import ROOT
+from tests.deploy.support import ROOT
 
 
 class ManagedProcess:

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.deploy.conftest import ROOT, Measurements, cache_dir, free_port
 from tests.deploy.engine import DockerEngine
 from tests.deploy.models import write_identity_chain
+from tests.deploy.support import ROOT, Measurements, cache_dir, free_port
 from tests.deploy.tools import executable
 from tests.deploy.wheelhouse import WheelServer, build_wheelhouse
 

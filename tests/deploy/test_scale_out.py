@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import Measurements, free_port
 from tests.deploy.load import LoadResult, run_load
 from tests.deploy.models import write_identity_chain
 from tests.deploy.processes import ManagedProcess, start_nginx, start_replica, wait_http_ok
+from tests.deploy.support import Measurements, free_port
 from tests.deploy.tools import executable
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
