@@ -64,9 +64,16 @@ def test_health_and_server_metadata(client: httpclient.InferenceServerClient) ->
     assert client.is_server_ready()
     metadata = client.get_server_metadata()
     assert metadata["name"] == "weightserve"
-    assert {"binary_tensor_data", "model_repository", "statistics", "model_configuration"} <= set(
-        metadata["extensions"]
-    )
+    assert metadata["extensions"] == [
+        "binary_tensor_data",
+        "model_repository",
+        "statistics",
+        "model_configuration",
+        "weights",
+        "activations",
+        "explain",
+        "evaluate",
+    ]
 
 
 def test_repository_index_with_empty_body(client: httpclient.InferenceServerClient) -> None:
