@@ -94,4 +94,12 @@ class DockerEngine:
                 self._process.wait(timeout=30)
         if self._log is not None:
             self._log.close()
+        self._unmount_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _unmount_leftovers(self) -> None:
+        # dockerd leaves its default network namespace bind-mounted under the exec root.
+        mounts = Path("/proc/mounts").read_text().splitlines() if Path("/proc/mounts").exists() else []
+        points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+        for point in sorted((p for p in points if p.startswith(f"{self.root}/")), reverse=True):
+            subprocess.run(["umount", "--lazy", point], capture_output=True, timeout=30, check=False)
