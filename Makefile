@@ -23,7 +23,7 @@ setup-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,train]' 'torch==2.13.0'
 
 system-deps:
-	PYTHON=$(BIN)/python bash deploy/ci/install-deps.sh
+	bash deploy/ci/install-deps.sh
 
 lint:
 	$(BIN)/ruff check .

