@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +69,21 @@ def serve(
 
 
 def _wait_ready(server: RunningServer, timeout_s: float) -> None:
+    wait_ready(server.base_url, server.process, server.log, timeout_s)
+
+
+def wait_ready(
+    base_url: str, process: subprocess.Popen[bytes], log: Callable[[], str], timeout_s: float = 60.0
+) -> None:
+    """Poll readiness until 200; fail with the server's log if it exits or never gets there."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log()}")
         try:
-            if httpx.get(f"{server.base_url}/v2/health/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{base_url}/v2/health/ready", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()}")
+    raise RuntimeError(f"server not ready after {timeout_s} s:\n{log()}")
