@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 # Subcommand -> module whose ``main(argv)`` runs it; imported lazily so `serve` never needs torch.
 _DELEGATES = {
@@ -49,21 +50,21 @@ def _serve(argv: list[str]) -> int:
         return 2
     from service.metrics import shared_across_workers
     from service.shutdown import exit_zero_after_graceful_stop
+    from service.workers import Supervisor
 
+    options: dict[str, Any] = {
+        "log_level": settings.log_level.lower(),
+        "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
+        "access_log": False,
+        # The service reads no client address; parsing X-Forwarded-* would cost every request.
+        "proxy_headers": False,
+    }
     exit_zero_after_graceful_stop()
     with shared_across_workers(settings.workers):
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-            access_log=False,
-            # The service reads no client address; parsing X-Forwarded-* would cost every request.
-            proxy_headers=False,
-        )
+        if settings.workers > 1:
+            # Not uvicorn's supervisor: its workers share one socket, so connections pile onto one.
+            return Supervisor(settings.workers, settings.host, settings.port, options).run()
+        uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port, **options)
     return 0
 
 
