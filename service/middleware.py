@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import orjson
 from litestar.enums import ScopeType
@@ -23,12 +24,13 @@ _UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_in_flight: int, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_in_flight: int, access_log: bool = False) -> None:
         self._app = app
         self._metrics = metrics
         self._max_in_flight = max_in_flight
         self._access_log = access_log
         self._in_flight = 0
+        self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -66,17 +68,38 @@ class RequestMiddleware:
             self._record(scope, context.started, status, context.model, context.version)
             end_request(token)
 
+    def _children(self, method: str, route: str, status: int, model: str, version: str) -> tuple[Any, Any]:
+        """The labelled counter and histogram for one label set, resolved once: ``labels()`` takes a
+        lock and builds a tuple on every call, a measurable share of a small request's CPU."""
+        key = (method, route, status, model, version)
+        children = self._label_cache.get(key)
+        if children is None:
+            metrics = self._metrics
+            if method:
+                children = (
+                    metrics.http_requests.labels(method, route, str(status)),
+                    metrics.http_latency.labels(method, route),
+                )
+            else:
+                children = (
+                    metrics.inference_requests.labels(model, version, str(status)),
+                    metrics.inference_latency.labels(model, version),
+                )
+            self._label_cache[key] = children
+        return children
+
     def _record(self, scope: HTTPScope, started: float, status: int, model: str, version: str) -> None:
         elapsed = time.perf_counter() - started
         method = scope["method"]
         # The route template, never the raw path: raw paths would make label sets unbounded.
         route = str(scope.get("path_template") or "unmatched")
-        metrics = self._metrics
-        metrics.http_requests.labels(method, route, str(status)).inc()
-        metrics.http_latency.labels(method, route).observe(elapsed)
+        counter, histogram = self._children(method, route, status, model, version)
+        counter.inc()
+        histogram.observe(elapsed)
         if model:
-            metrics.inference_requests.labels(model, version, str(status)).inc()
-            metrics.inference_latency.labels(model, version).observe(elapsed)
+            counter, histogram = self._children("", "", status, model, version)
+            counter.inc()
+            histogram.observe(elapsed)
         if not self._access_log:
             return
         log.info(

@@ -94,5 +94,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     """Service log lines as JSON objects (with the request id) or plain text."""
 
-    access_log: bool = True
-    """One log line per HTTP request (method, path, status, duration, model, version, request id)."""
+    access_log: bool = False
+    """One log line per HTTP request (method, path, status, duration, model, version, request id).
+    Off by default: it costs more CPU than the rest of a small request's bookkeeping, and /metrics
+    already counts every request."""

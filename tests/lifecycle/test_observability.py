@@ -26,7 +26,7 @@ def repository(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(repository: Path) -> Iterator[TestClient]:  # type: ignore[type-arg]
-    with TestClient(create_app(Settings(repository=repository))) as test_client:
+    with TestClient(create_app(Settings(repository=repository, access_log=True))) as test_client:
         yield test_client
 
 
@@ -136,8 +136,8 @@ def test_load_failures_are_counted(tmp_path: Path) -> None:
         assert _samples(client, "weightserve_models_loaded") == {(): 1.0}
 
 
-def test_access_log_can_be_turned_off(repository: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with TestClient(create_app(Settings(repository=repository, access_log=False))) as client:
+def test_access_log_is_off_by_default(repository: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with TestClient(create_app(Settings(repository=repository))) as client:
         with caplog.at_level("INFO", logger="service"):
             client.post("/v2/models/m/infer", json=infer_body())
         assert not [r for r in caplog.records if r.name == "service.access"]
