@@ -89,7 +89,10 @@ def test_each_worker_listens_on_its_own_socket_and_a_sigterm_stops_all_cleanly(
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(process, url, log)
-        listening = listening_inodes(port)
+        # Readiness answers as soon as one worker is up; the other may still be loading.
+        deadline = time.monotonic() + 90
+        while len(listening := listening_inodes(port)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(listening) == 2
         owners = [pid for pid in children(process.pid) if socket_inodes(pid) & listening]
         assert len(owners) == 2  # two worker processes, one listening socket each
