@@ -85,11 +85,15 @@ def test_repository_index_with_empty_body(client: httpclient.InferenceServerClie
 # ------------------------------------------------------------------------------------------ datatypes
 
 
-@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-@pytest.mark.parametrize("datatype", DATATYPES)
+# BF16 travels only as binary data (tritonclient refuses JSON BF16; the server answers 400, see
+# test_bad_requests.py), so it has no JSON case here.
+ROUND_TRIPS = [(datatype, binary) for datatype in DATATYPES for binary in (False, True) if binary or datatype != "BF16"]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "binary"), ROUND_TRIPS, ids=[f"{d}-{'binary' if b else 'json'}" for d, b in ROUND_TRIPS]
+)
 def test_every_datatype_round_trips(client: httpclient.InferenceServerClient, datatype: str, binary: bool) -> None:
-    if datatype == "BF16" and not binary:
-        pytest.skip("BF16 travels only as binary data (tritonclient refuses JSON BF16)")
     array = sample(datatype, (3, 4), seed=len(datatype))
     result = client.infer(
         f"identity_{datatype.lower()}",
