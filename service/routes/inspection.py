@@ -4,6 +4,7 @@ V2 inference bodies in (JSON or binary tensors, gzip / deflate), under every mod
 without ``/versions/{v}``. The per-app `Inspector` is created on first use and kept in app state.
 """
 
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from litestar import Controller, Request, Response, post
@@ -13,7 +14,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from service.inspection.inspector import Inspector
 from service.protocol import EncodedResponse
-from service.registry import ModelRegistry
+from service.registry import LoadedVersion, ModelRegistry
 from service.repository import parse_version
 from service.settings import Settings
 
@@ -27,7 +28,22 @@ def provide_inspector(state: State) -> Inspector:
     return inspector
 
 
-def _respond(encoded: EncodedResponse) -> Response[bytes]:
+InspectionAction = Callable[[LoadedVersion, bytes, Mapping[str, str], int], Coroutine[Any, Any, EncodedResponse]]
+
+
+async def _inspect(
+    action: InspectionAction,
+    model_name: str,
+    model_version: str | None,
+    request: Request[Any, Any, Any],
+    registry: ModelRegistry,
+    settings: Settings,
+) -> Response[bytes]:
+    """Read the body, hold the version for the request, run the inspection, send its encoding."""
+    body = await request.body()
+    version = None if model_version is None else parse_version(model_version)
+    async with registry.lease(model_name, version) as loaded:
+        encoded = await action(loaded, body, request.headers, settings.max_request_bytes)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
 
@@ -49,12 +65,7 @@ class InspectionController(Controller):
         model_version: str | None = None,
     ) -> Response[bytes]:
         """Per-value statistics of the intermediate values (layer outputs, activations) for a batch."""
-        body = await request.body()
-        version = None if model_version is None else parse_version(model_version)
-        async with registry.lease(model_name, version) as loaded:
-            return _respond(
-                await inspector.activations(loaded, body, request.headers, settings.max_request_bytes)
-            )
+        return await _inspect(inspector.activations, model_name, model_version, request, registry, settings)
 
     @post(["/{model_name:str}/explain", "/{model_name:str}" + _V + "/explain"], status_code=HTTP_200_OK)
     async def explain(
@@ -67,12 +78,7 @@ class InspectionController(Controller):
         model_version: str | None = None,
     ) -> Response[bytes]:
         """Heat maps (CAM or occlusion) for image inputs; a PNG with ``Accept: image/png``."""
-        body = await request.body()
-        version = None if model_version is None else parse_version(model_version)
-        async with registry.lease(model_name, version) as loaded:
-            return _respond(
-                await inspector.explain(loaded, body, request.headers, settings.max_request_bytes)
-            )
+        return await _inspect(inspector.explain, model_name, model_version, request, registry, settings)
 
     @post(["/{model_name:str}/evaluate", "/{model_name:str}" + _V + "/evaluate"], status_code=HTTP_200_OK)
     async def evaluate(
@@ -85,9 +91,4 @@ class InspectionController(Controller):
         model_version: str | None = None,
     ) -> Response[bytes]:
         """Held-out metrics for inputs plus a ``targets`` tensor, fitted to the manifest's task."""
-        body = await request.body()
-        version = None if model_version is None else parse_version(model_version)
-        async with registry.lease(model_name, version) as loaded:
-            return _respond(
-                await inspector.evaluate(loaded, body, request.headers, settings.max_request_bytes)
-            )
+        return await _inspect(inspector.evaluate, model_name, model_version, request, registry, settings)
