@@ -37,7 +37,9 @@ def loads(data: bytes | memoryview) -> dict[str, Any] | None:
         if not isinstance(document, simdjson.Object):
             return None
         return _top(document)
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError):
+        # simdjson reports malformed input (too deep, big integers, bad syntax) as RuntimeError; the
+        # general parser then reads the body again and words the error for the client.
         return None
 
 

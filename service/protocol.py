@@ -296,7 +296,11 @@ def _from_json(tensor: RequestInput, count: int) -> np.ndarray:
         if tensor.datatype == "BYTES":
             array = _json_strings(data, tensor.name)
         elif dtype.kind == "f":
-            array = np.asarray(data, dtype=dtype)
+            with np.errstate(over="ignore"):
+                array = np.asarray(data, dtype=dtype)
+            # JSON has no infinities, so one here is a finite number too large for the datatype.
+            if dtype.itemsize < 8 and np.isinf(array).any():
+                raise InvalidInput(f"input '{tensor.name}': values outside the range of {tensor.datatype}")
         else:
             array = _json_exact(data, tensor.datatype, tensor.name)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -383,13 +387,15 @@ def select_outputs(request: InferRequest, available: Sequence[str], model_name: 
     if request.outputs is None:
         return [(name, default) for name in available]
     known = set(available)
-    selected = []
+    selected: list[tuple[str, bool]] = []
     for output in request.outputs:
         if output.name not in known:
             raise InvalidInput(
                 f"unexpected inference output '{output.name}' for model '{model_name}'; "
                 f"expected outputs {list(available)}"
             )
+        if any(name == output.name for name, _ in selected):
+            raise InvalidInput(f"output '{output.name}' is requested more than once")
         selected.append((output.name, default if output.binary is None else output.binary))
     return selected
 
