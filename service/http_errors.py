@@ -1,4 +1,8 @@
-"""The one place where errors become HTTP responses: always ``{"error": "..."}`` (V2 error shape)."""
+"""The one place where errors become HTTP responses: always ``{"error": "..."}`` (V2 error shape).
+
+`error_response` is framework-free so the direct infer path (`service.infer_asgi`) answers exactly
+as the Litestar exception handlers below do.
+"""
 
 from __future__ import annotations
 
@@ -14,27 +18,24 @@ from service.errors import ServiceError
 log = logging.getLogger("service.http")
 
 
-def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[dict[str, str]]:
-    if exc.status_code >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return Response({"error": exc.message}, status_code=exc.status_code, headers=exc.headers())
+def error_response(exc: Exception, method: str, path: str) -> tuple[int, dict[str, str], dict[str, str]]:
+    """(status, body, extra headers) for any exception, logged when it is the server's fault."""
+    if isinstance(exc, ServiceError):
+        if exc.status_code >= 500:
+            log.error("%s %s failed: %s", method, path, exc.message)
+        return int(exc.status_code), {"error": exc.message}, exc.headers()
+    if isinstance(exc, HTTPException):
+        message = exc.detail or "error"
+        if isinstance(exc, ValidationException) and exc.extra:
+            message = f"{message}: {exc.extra}"
+        return exc.status_code, {"error": message}, dict(exc.headers or {})
+    log.exception("%s %s raised an unexpected error", method, path, exc_info=exc)
+    return 500, {"error": f"internal server error: {type(exc).__name__}"}, {}
 
 
-def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, str]]:
-    message = exc.detail or "error"
-    if isinstance(exc, ValidationException) and exc.extra:
-        message = f"{message}: {exc.extra}"
-    headers = dict(exc.headers or {})
-    return Response({"error": message}, status_code=exc.status_code, headers=headers)
+def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
+    status, body, headers = error_response(exc, request.method, request.url.path)
+    return Response(body, status_code=status, headers=headers)
 
 
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
-    log.exception("%s %s raised an unexpected error", request.method, request.url.path, exc_info=exc)
-    return Response({"error": f"internal server error: {type(exc).__name__}"}, status_code=500)
-
-
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    ServiceError: _service_error,
-    HTTPException: _http_exception,
-    Exception: _unexpected,
-}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {Exception: _handle}

@@ -9,21 +9,20 @@ the Litestar route's: the route stays registered, for the OpenAPI schema and as 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
 from litestar.datastructures import State
 from litestar.enums import ScopeType
+from litestar.exceptions import ClientException
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from service import inference
-from service.errors import ServiceError
+from service.errors import PayloadTooLarge
+from service.http_errors import error_response
 from service.registry import ModelRegistry
 from service.repository import parse_version
 from service.settings import Settings
-
-log = logging.getLogger("service.http")
 
 _TEMPLATE = "/v2/models/{model_name}/infer"
 _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -31,15 +30,6 @@ _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
 
 class _Disconnected(Exception):
     """The client went away before its body arrived: nobody is left to answer."""
-
-
-class _HttpError(Exception):
-    """Errors Litestar itself raises while reading a body, with the same status and detail."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -86,18 +76,9 @@ class InferFastPath:
             encoded = await inference.infer(registry, settings, name, number, body, headers)
         except _Disconnected:
             return
-        except _HttpError as exc:
-            await _send(send, exc.status, orjson.dumps({"error": exc.detail}), "application/json", {})
-            return
-        except ServiceError as exc:
-            if exc.status_code >= 500:
-                log.error("%s %s failed: %s", scope["method"], scope["path"], exc.message)
-            await _send(send, exc.status_code, orjson.dumps({"error": exc.message}), "application/json", exc.headers())
-            return
         except Exception as exc:
-            log.exception("%s %s raised an unexpected error", scope["method"], scope["path"], exc_info=exc)
-            body = orjson.dumps({"error": f"internal server error: {type(exc).__name__}"})
-            await _send(send, 500, body, "application/json", {})
+            status, error, extra = error_response(exc, scope["method"], scope["path"])
+            await _send(send, status, orjson.dumps(error), "application/json", extra)
             return
         await _send(send, 200, encoded.body, encoded.media_type, encoded.headers)
 
@@ -107,9 +88,9 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
         try:
             announced = int(content_length)
         except ValueError:
-            raise _HttpError(400, f"Invalid content-length: {content_length!r}") from None
+            raise ClientException(f"Invalid content-length: {content_length!r}") from None
         if announced > limit:
-            raise _HttpError(413, "Request Entity Too Large")
+            raise PayloadTooLarge("Request Entity Too Large")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -120,7 +101,7 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise _HttpError(413, "Request Entity Too Large")
+                raise PayloadTooLarge("Request Entity Too Large")
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
