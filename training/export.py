@@ -26,6 +26,7 @@ from training.errors import ExportError, ParityError
 EXPORTER = "dynamo"
 OPSET = 20
 PARITY_TOLERANCE = 1e-4
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ def export(
     if program is None:
         raise RuntimeError("the ONNX exporter returned no program")
     proto = program.model_proto
+    drop_stack_traces(proto.graph)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -80,6 +82,21 @@ def export(
     onnx.save_model(proto, str(path))
     if not symbolic_batch(path):
         raise ExportError("the exported graph has a fixed batch dimension; batching clients need it dynamic")
+
+
+def drop_stack_traces(graph: onnx.GraphProto) -> None:
+    """Remove the exporter's per-node Python stack traces: they hold absolute paths of the machine
+    that trained the model and nothing a consumer needs (module scopes stay)."""
+    for node in graph.node:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE_KEY]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                drop_stack_traces(attribute.g)
+            for subgraph in attribute.graphs:
+                drop_stack_traces(subgraph)
 
 
 def torch_outputs(module: nn.Module, inputs: NDArray[np.float32], batch_size: int = 512) -> NDArray[np.float32]:

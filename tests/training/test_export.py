@@ -50,6 +50,14 @@ def test_graph_has_named_fp32_tensors_with_a_symbolic_batch_axis(tiny_repository
     assert opset >= 17
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_no_stack_traces_with_machine_paths(tiny_repository: Path, name: str) -> None:
+    model = onnx.load(str(tiny_repository / name / "1" / "model.onnx"))
+    keys = {entry.key for node in model.graph.node for entry in node.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys
+    assert "pkg.torch.onnx.name_scopes" in keys  # module paths for the weights view stay
+
+
 def test_classifier_labels_are_in_the_metadata(tiny_repository: Path) -> None:
     model = onnx.load(str(tiny_repository / "digits_cnn" / "1" / "model.onnx"))
     props = {p.key: p.value for p in model.metadata_props}
