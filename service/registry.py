@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -81,6 +82,15 @@ class LoadedVersion:
     metrics: ServiceMetrics | None = None
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _queue_time: Any = field(default=None, init=False, repr=False)
+    _batch_size: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Labelled children resolved once: labels() locks and builds a key on every call.
+        if self.metrics is not None:
+            labels = (self.spec.name, str(self.spec.version))
+            self._queue_time = self.metrics.queue_time.labels(*labels)
+            self._batch_size = self.metrics.batch_size.labels(*labels)
 
     @property
     def name(self) -> str:
@@ -101,8 +111,8 @@ class LoadedVersion:
                 reason = "queue_full" if isinstance(exc, Overloaded) else "timeout"
                 self.metrics.rejected.labels(reason).inc()
             raise
-        if self.metrics is not None:
-            self.metrics.queue_time.labels(self.name, str(self.version)).observe(outcome.queue_ns / 1e9)
+        if self._queue_time is not None:
+            self._queue_time.observe(outcome.queue_ns / 1e9)
         return outcome
 
     async def _run_alone(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
@@ -118,8 +128,8 @@ class LoadedVersion:
     def observe_execution(self, rows: int, compute_ns: int) -> None:
         """One model execution (a batch or a single request): statistics and the batch-size histogram."""
         self.stats.record_execution(rows, compute_ns)
-        if self.metrics is not None:
-            self.metrics.batch_size.labels(self.name, str(self.version)).observe(rows)
+        if self._batch_size is not None:
+            self._batch_size.observe(rows)
 
     def _enter(self) -> None:
         self._in_flight += 1

@@ -36,10 +36,7 @@ def model_metadata(registry: ModelRegistry, loaded: LoadedVersion) -> dict[str, 
 def model_config(loaded: LoadedVersion) -> dict[str, Any]:
     """Triton's ModelConfig in its JSON form; dims leave out the batch axis when max_batch_size > 0."""
     runner = loaded.runner
-    batched = all(spec.batched for spec in (*loaded.model.inputs, *loaded.model.outputs))
     max_batch = runner.policy.max_batch_size if runner is not None else 0
-    if batched and runner is None:
-        max_batch = 0
 
     def tensors(specs: Any) -> list[dict[str, Any]]:
         return [
