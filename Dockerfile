@@ -12,14 +12,8 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------
-# builder: a self-contained virtual environment holding the service and its serving deps only
-# (torch belongs to the `train` extra and never enters an image).
-FROM ${BASE_IMAGE} AS builder
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_FIND_LINKS
-ARG PIP_NO_INDEX
-ARG PIP_TRUSTED_HOST
+# source: the venv location and the project's source; the builders below install from it.
+FROM ${BASE_IMAGE} AS source
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -28,16 +22,29 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
+
+# builder: a self-contained virtual environment holding the service and its serving deps only
+# (torch belongs to the `train` extra and never enters an image). Build args are per stage, so
+# each builder names pip's settings again.
+FROM source AS builder
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
+ARG PIP_TRUSTED_HOST
 RUN /opt/venv/bin/pip install --no-compile . \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && /opt/venv/bin/python -m compileall -q /opt/venv
 
-# ---------------------------------------------------------------------------------------------
-# runtime: base + venv + shipped models; no compilers, no build tools, not root.
-FROM ${BASE_IMAGE} AS runtime
+# user: the unprivileged account every CPU image runs as.
+FROM ${BASE_IMAGE} AS user
 RUN groupadd --system --gid 10001 weightserve \
     && useradd --system --uid 10001 --gid weightserve --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin weightserve
+
+# ---------------------------------------------------------------------------------------------
+# runtime: base + venv + shipped models; no compilers, no build tools, not root.
+FROM user AS runtime
 COPY --from=builder /opt/venv /opt/venv
 # The shipped models. Owned by the service user so that a named volume seeded from here stays
 # writable for the trainer image (same uid); servers mount repositories read-only.
@@ -63,27 +70,16 @@ ENTRYPOINT ["weightserve", "serve"]
 # trainer: `weightserve train` (torch, CPU) writing new versions into a shared repository.
 # PyPI's default torch wheel is a CUDA build of several GB; the compose file points pip at the
 # CPU wheels with PIP_EXTRA_INDEX_URL.
-FROM ${BASE_IMAGE} AS trainer-builder
+FROM source AS trainer-builder
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
 ARG PIP_TRUSTED_HOST
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
-RUN python3 -m venv /opt/venv
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY service ./service
-COPY training ./training
 RUN /opt/venv/bin/pip install --no-compile ".[train]" \
     && /opt/venv/bin/pip uninstall --yes pip
 
-FROM ${BASE_IMAGE} AS trainer
-RUN groupadd --system --gid 10001 weightserve \
-    && useradd --system --uid 10001 --gid weightserve --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin weightserve
+FROM user AS trainer
 COPY --from=trainer-builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
