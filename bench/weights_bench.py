@@ -23,8 +23,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from service.settings import WeightSettings
 from service.weights.report import model_report
-from service.weights.store import WeightOptions, WeightStore
+from service.weights.store import WeightStore
 
 HIDDEN = (4096, 3072)
 
@@ -81,7 +82,7 @@ def run(params: float, workdir: Path) -> dict[str, object]:
     began = time.perf_counter()
     model_path, total, largest = build_model(workdir, params)
     built_s = time.perf_counter() - began
-    store = WeightStore(WeightOptions())
+    store = WeightStore(WeightSettings())
     rss_before = _maxrss_bytes()
     tracemalloc.start()
     began, cpu_began = time.perf_counter(), time.process_time()

@@ -14,22 +14,23 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from service.http_errors import EXCEPTION_HANDLERS
-from service.infer_asgi import InferFastPath
-from service.metrics import ServiceMetrics
-from service.middleware import RequestMiddleware
-from service.observability import configure_logging
-from service.registry import ModelRegistry
-from service.routes.health import HealthController
-from service.routes.inspection import InspectionController
-from service.routes.metrics import MetricsController
-from service.routes.models import ModelsController
-from service.routes.repository import RepositoryController
-from service.routes.ui import UiController
-from service.routes.weights import WeightsController, provide_weight_store
+from service.http.error_responses import EXCEPTION_HANDLERS
+from service.http.infer_fast_path import InferFastPath
+from service.http.middleware import RequestMiddleware
+from service.http.routes.health import HealthController
+from service.http.routes.inspection import InspectionController
+from service.http.routes.metrics import MetricsController
+from service.http.routes.models import ModelsController
+from service.http.routes.repository import RepositoryController
+from service.http.routes.ui import UiController
+from service.http.routes.weights import WeightsController, provide_weight_store
+from service.inspection.inspector import Inspector
+from service.ops.logs import configure_logging
+from service.ops.prometheus import ServiceMetrics
+from service.ops.shutdown import on_stop_signal
+from service.serving.registry import ModelRegistry
 from service.settings import Settings
-from service.shutdown import on_stop_signal
-from service.weights.store import WeightOptions, WeightStore
+from service.weights.store import WeightStore
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     registry = ModelRegistry(settings, metrics=app.state.metrics)
     app.state.registry = registry
-    app.state.weights = WeightStore(WeightOptions())
+    app.state.weights = WeightStore(settings.weights)
+    app.state.inspector = Inspector(settings.inspection)
     await registry.start()
     # Everything built so far lives as long as the process: keep the collector from rescanning it,
     # since a full collection over the frameworks' objects stalls every request for tens of ms.
@@ -124,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # configure_logging owns the service's log lines
     )
     # Outermost, around routing too: 404s and 405s also get a request id and are counted.
-    # Inside it, infer requests skip Litestar's routing and DI (see service/infer_asgi.py).
+    # Inside it, infer requests skip Litestar's routing and DI (see service/http/infer_fast_path.py).
     app.asgi_handler = RequestMiddleware(
         InferFastPath(app.asgi_handler, app.state), metrics, settings.max_in_flight_requests, settings.access_log
     )

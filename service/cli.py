@@ -48,9 +48,9 @@ def _serve(argv: list[str]) -> int:
     if not settings.repository.is_dir():
         print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
         return 2
-    from service.metrics import shared_across_workers
-    from service.shutdown import exit_zero_after_graceful_stop
-    from service.workers import Supervisor
+    from service.ops.prometheus import shared_across_workers
+    from service.ops.shutdown import exit_zero_after_graceful_stop
+    from service.ops.supervisor import Supervisor
 
     options: dict[str, Any] = {
         "log_level": settings.log_level.lower(),

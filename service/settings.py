@@ -1,4 +1,7 @@
-"""Service settings, read from the environment (prefix ``WEIGHTSERVE_``) or passed to ``create_app``."""
+"""Service settings: one object, read from the environment (prefix ``WEIGHTSERVE_``) or passed to
+``create_app(settings)``. The weights and inspection options nest inside it, and keep their
+environment names: ``WEIGHTSERVE_WEIGHTS_SPECTRAL_BUDGET`` sets ``settings.weights.spectral_budget``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
@@ -17,8 +20,52 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+class WeightSettings(BaseModel):
+    """Weight inspection (environment prefix ``WEIGHTSERVE_WEIGHTS_``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spectral_budget: float = Field(default=5e9, ge=0)
+    """Largest N·M²·rf a spectral analysis may cost; larger weights report ``skipped`` with the reason."""
+    cache_entries: int = Field(default=4096, ge=1)
+    """Cached results per kind (statistics, spectral metrics, histograms, hashes)."""
+    cached_versions: int = Field(default=16, ge=1)
+    """Parsed model graphs kept."""
+    values_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Largest tensor the ``/values`` endpoint returns; larger answers 413."""
+
+
+class InspectionSettings(BaseModel):
+    """Activations, heat maps and evaluation (environment prefix ``WEIGHTSERVE_INSPECTION_``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    """Cap on the promoted intermediate values one request may hold; over it answers 400."""
+
+    sessions: int = Field(default=4, ge=1)
+    """Inspection sessions kept at once (least recently used goes first)."""
+
+    threads: int = Field(default=1, ge=0)
+    """onnxruntime intra-op threads of an inspection session (0 = onnxruntime's choice); kept low so
+    inspection does not starve serving."""
+
+    max_occlusion_windows: int = Field(default=16384, ge=1)
+    """Occluded copies one explain request may run (windows per image times images); more answers 400."""
+
+    concurrency: int = Field(default=2, ge=1)
+    """Inspection requests computing at once; more wait their turn, so serving keeps its CPUs."""
+
+    png_size: int = Field(default=256, ge=16, le=4096)
+    """Approximate side in pixels of each heat map tile in PNG answers."""
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WEIGHTSERVE_", frozen=True, extra="ignore")
+    # "_" splits once, so WEIGHTSERVE_WEIGHTS_CACHE_ENTRIES reaches weights.cache_entries while
+    # WEIGHTSERVE_MAX_BATCH_SIZE stays the top-level max_batch_size.
+    model_config = SettingsConfigDict(
+        env_prefix="WEIGHTSERVE_", env_nested_delimiter="_", env_nested_max_split=1, frozen=True, extra="ignore"
+    )
 
     repository: Path = Path("models")
     """Root of the model repository: ``<name>/<int version>/model.onnx``."""
@@ -98,3 +145,9 @@ class Settings(BaseSettings):
     """One log line per HTTP request (method, path, status, duration, model, version, request id).
     Off by default: it costs more CPU than the rest of a small request's bookkeeping, and /metrics
     already counts every request."""
+
+    weights: WeightSettings = WeightSettings()
+    """Weight statistics and spectral metrics."""
+
+    inspection: InspectionSettings = InspectionSettings()
+    """Activations, heat maps and evaluation."""

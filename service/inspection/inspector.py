@@ -18,25 +18,27 @@ import anyio.to_thread
 import numpy as np
 import orjson
 
-from service import compression
-from service.datatypes import NUMPY, datatype_of
 from service.errors import InvalidInput, InvalidRequest
 from service.inspection.activations import DEFAULT_BINS, MAX_BINS, value_stats
+from service.inspection.evaluation import classification_metrics, image_metrics, regression_metrics
 from service.inspection.explain import ExplainOptions, Explanation, explain
-from service.inspection.metrics import classification_metrics, image_metrics, regression_metrics
 from service.inspection.render import heatmap_png
 from service.inspection.session import InspectionSession
-from service.inspection.settings import InspectionSettings
-from service.protocol import EncodedResponse, InferRequest, decode_inputs, parse_request
-from service.registry import LoadedVersion
-from service.tensors import TensorSpec
+from service.protocol import compression
+from service.protocol.datatypes import NUMPY, datatype_of
+from service.protocol.decode import decode_inputs
+from service.protocol.encode import EncodedResponse
+from service.protocol.request import InferRequest, parse_request
+from service.protocol.signature import TensorSpec
+from service.serving.loaded_version import LoadedVersion
+from service.settings import InspectionSettings
 
 _Key = tuple[str, int, tuple[int, int]]
 
 
 class Inspector:
-    def __init__(self, settings: InspectionSettings | None = None) -> None:
-        self.settings = settings or InspectionSettings()
+    def __init__(self, settings: InspectionSettings) -> None:
+        self.settings = settings
         self._sessions: OrderedDict[_Key, InspectionSession] = OrderedDict()
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.settings.concurrency)

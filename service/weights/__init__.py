@@ -1,9 +1,10 @@
 """Weight inspection: what is inside a model version's weights, over HTTP and in the terminal.
+Imports only errors and settings (never serving or http).
 
     graph.py      layers and parameter tensors of the ONNX graph (roles, axes, provenance flags)
-    tensors.py    one tensor's stored values; external data checked and memory-mapped
+    stored.py     one tensor's stored values; external data checked and memory-mapped
     values.py     stored values dequantized and walked in bounded float64 blocks
-    stats.py      per-tensor statistics, histograms, per-channel figures, quantization readiness
+    tensor_stats.py per-tensor statistics, histograms, per-channel figures, quantization readiness
     quantiles.py  exact quantiles without a sorted copy
     spectral.py   weightwatcher 0.7.7-compatible spectral metrics, with a work budget
     trained.py    the trained ``weights.safetensors`` sidecar and its manifest mapping

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ServiceError
+from service.settings import Settings
 from service.weights.report import model_report
-from service.weights.store import WeightOptions, WeightStore
+from service.weights.store import WeightStore
 
 _COLUMNS = (
     ("layer", 6),
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         model_path, name, version = _locate(args.target)
         folder = model_path.parent
         weights = folder / "weights.safetensors"
-        store = WeightStore(WeightOptions())
+        store = WeightStore(Settings().weights)
         opened = store.open(name, model_path, weights if weights.is_file() else None, _manifest(folder))
         report = model_report(store, opened, name, version)
     except (OSError, ServiceError) as exc:

@@ -15,8 +15,8 @@ import numpy as np
 
 from service.weights.graph import ParamTensor, WeightGraph
 from service.weights.report import layer_module
-from service.weights.stats import DEFAULT_BINS, bin_counts, histogram_spec
 from service.weights.store import Tensor, WeightStore
+from service.weights.tensor_stats import DEFAULT_BINS, bin_counts, histogram_spec
 from service.weights.trained import TrainedTensor
 from service.weights.version import VersionWeights
 

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, NodeProto, TensorProto, helper
 
 from service.errors import ModelLoadError
-from service.weights.tensors import FLOAT_TYPES, QUANT_TYPES, dtype_name, stored_bytes
+from service.weights.stored import FLOAT_TYPES, QUANT_TYPES, dtype_name, stored_bytes
 
 # op -> {input slot: role}; the weight slot is listed first.
 WEIGHT_SLOTS: dict[str, dict[int, str]] = {

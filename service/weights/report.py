@@ -10,8 +10,8 @@ import numpy as np
 from service.errors import PayloadTooLarge
 from service.weights.graph import Layer, ParamTensor
 from service.weights.spectral import WW_COMPAT
-from service.weights.stats import DEFAULT_BINS, histogram_spec
 from service.weights.store import Tensor, WeightStore
+from service.weights.tensor_stats import DEFAULT_BINS, histogram_spec
 from service.weights.trained import TrainedTensor
 from service.weights.version import VersionWeights
 

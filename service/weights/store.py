@@ -14,12 +14,11 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 import numpy as np
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.settings import WeightSettings
 from service.weights.graph import ParamTensor
-from service.weights.spectral import DEFAULT_BUDGET, spectral_metrics
-from service.weights.stats import HistogramSpec, histogram_counts, tensor_stats
+from service.weights.spectral import spectral_metrics
+from service.weights.tensor_stats import HistogramSpec, histogram_counts, tensor_stats
 from service.weights.trained import TrainedTensor
 from service.weights.values import TensorValues
 from service.weights.version import VersionWeights, open_version
@@ -29,21 +28,6 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 Tensor = ParamTensor | TrainedTensor
-
-
-class WeightOptions(BaseSettings):
-    """Weight-inspection settings, from the environment (prefix ``WEIGHTSERVE_WEIGHTS_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="WEIGHTSERVE_WEIGHTS_", frozen=True, extra="ignore")
-
-    spectral_budget: float = Field(default=DEFAULT_BUDGET, ge=0)
-    """Largest N·M²·rf a spectral analysis may cost; larger weights report ``skipped`` with the reason."""
-    cache_entries: int = Field(default=4096, ge=1)
-    """Cached results per kind (statistics, spectral metrics, histograms, hashes)."""
-    cached_versions: int = Field(default=16, ge=1)
-    """Parsed model graphs kept."""
-    values_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
-    """Largest tensor the ``/values`` endpoint returns; larger answers 413."""
 
 
 class LruCache(Generic[K, V]):
@@ -81,8 +65,8 @@ def _file_key(path: Path | None) -> tuple[str, int, int] | None:
 class WeightStore:
     """Caches keyed by content hash; blocking methods here, ``call`` runs them off the event loop."""
 
-    def __init__(self, options: WeightOptions | None = None) -> None:
-        self.options = options or WeightOptions()
+    def __init__(self, options: WeightSettings | None = None) -> None:
+        self.options = options or WeightSettings()
         size = self.options.cache_entries
         self._versions: LruCache[Hashable, VersionWeights] = LruCache(self.options.cached_versions)
         self._hashes: LruCache[Hashable, str] = LruCache(size)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.weights.graph import ParamTensor, Quantization
-from service.weights.tensors import stored_values
+from service.weights.stored import stored_values
 
 BLOCK = 1 << 20
 """Values per float64 block (8 MiB)."""

@@ -8,7 +8,7 @@ from skimage import metrics as skimage_metrics
 from sklearn.metrics import confusion_matrix, log_loss, mean_absolute_error, r2_score
 
 from service.errors import InvalidInput
-from service.inspection.metrics import (
+from service.inspection.evaluation import (
     classification_metrics,
     image_metrics,
     regression_metrics,

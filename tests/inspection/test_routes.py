@@ -15,10 +15,10 @@ from litestar.testing import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.inspection.evaluation import classification_metrics, image_metrics
 from service.inspection.explain import ExplainOptions, explain
-from service.inspection.metrics import classification_metrics, image_metrics
 from service.inspection.session import InspectionSession
-from service.settings import Settings
+from service.settings import InspectionSettings, Settings
 
 from .conftest import DEAD_UNITS, dead_mlp
 
@@ -106,16 +106,16 @@ def test_binary_request_bodies_are_accepted(client: TestClient[Any]) -> None:
 
 
 def test_inspection_sessions_are_built_only_for_models_asked_about(client: TestClient[Any]) -> None:
-    assert "inspector" not in client.app.state
+    assert client.app.state.inspector.cached() == []
     client.post("/v2/models/mlp/activations", json={"inputs": [_tensor("x", np.ones((1, 3), np.float32))]})
 
     assert client.app.state.inspector.cached() == [("mlp", 1)]
 
 
-def test_a_request_over_the_memory_cap_is_a_400(repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WEIGHTSERVE_INSPECTION_MAX_BYTES", "2048")
+def test_a_request_over_the_memory_cap_is_a_400(repository: Path) -> None:
     # hidden, act and y hold 24 + 24 + 8 bytes per sample: 36 samples fit, 37 do not.
-    with TestClient(app=create_app(Settings(repository=repository))) as client:
+    settings = Settings(repository=repository, inspection=InspectionSettings(max_bytes=2048))
+    with TestClient(app=create_app(settings)) as client:
         fits = client.post(
             "/v2/models/mlp/activations", json={"inputs": [_tensor("x", np.ones((36, 3), np.float32))]}
         )
@@ -308,15 +308,15 @@ def test_unknown_models_and_versions_are_404(client: TestClient[Any]) -> None:
     assert client.post("/v2/models/mlp/versions/9/activations", json=body).status_code == 404
 
 
-def test_occlusion_over_the_window_cap_is_a_400(repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WEIGHTSERVE_INSPECTION_MAX_OCCLUSION_WINDOWS", "100")
+def test_occlusion_over_the_window_cap_is_a_400(repository: Path) -> None:
+    settings = Settings(repository=repository, inspection=InspectionSettings(max_occlusion_windows=100))
     params = {"method": "occlusion", "window": 1, "stride": 1}  # 64 windows per 8x8 image
 
     def post(app_client: TestClient[Any], images: int) -> Any:
         inputs = [_tensor("image", np.ones((images, 1, 8, 8), np.float32))]
         return app_client.post("/v2/models/region/explain", json={"inputs": inputs, "parameters": params})
 
-    with TestClient(app=create_app(Settings(repository=repository))) as app_client:
+    with TestClient(app=create_app(settings)) as app_client:
         one, two = post(app_client, 1), post(app_client, 2)
 
     assert one.status_code == 200

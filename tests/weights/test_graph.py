@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from service.errors import ModelLoadError
 from service.weights.graph import ParamTensor, WeightGraph, load_graph
-from service.weights.stats import tensor_stats
+from service.weights.tensor_stats import tensor_stats
 from service.weights.values import tensor_values
 from tests.weights.conftest import BASE, classifier_graph, init, save_model
 from tests.weights.reference import assert_stats_match

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidRequest
-from service.weights.stats import histogram_counts, histogram_spec, tensor_stats
+from service.weights.tensor_stats import histogram_counts, histogram_spec, tensor_stats
 from service.weights.values import BLOCK, TensorValues
 from tests.weights.reference import assert_stats_match
 

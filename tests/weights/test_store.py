@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from service.settings import Settings, WeightSettings
 from service.weights.report import model_report
-from service.weights.store import WeightOptions, WeightStore
+from service.weights.store import WeightStore
 from service.weights.version import VersionWeights
 
 
@@ -16,7 +17,7 @@ def _open(store: WeightStore, repository: Path, version: int) -> VersionWeights:
 
 
 def test_statistics_are_computed_once_per_content(repository: Path) -> None:
-    store = WeightStore(WeightOptions())
+    store = WeightStore(WeightSettings())
     v1 = _open(store, repository, 1)
     first = model_report(store, v1, "clf", 1)
     after_first = store.cache_sizes()
@@ -29,7 +30,7 @@ def test_statistics_are_computed_once_per_content(repository: Path) -> None:
 
 
 def test_caches_are_bounded(repository: Path) -> None:
-    store = WeightStore(WeightOptions(cache_entries=3, cached_versions=1))
+    store = WeightStore(WeightSettings(cache_entries=3, cached_versions=1))
     for version in (1, 2, 3):
         model_report(store, _open(store, repository, version), "clf", version)
     assert all(size <= 3 for size in store.cache_sizes().values())
@@ -39,5 +40,5 @@ def test_caches_are_bounded(repository: Path) -> None:
 def test_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEIGHTSERVE_WEIGHTS_SPECTRAL_BUDGET", "1000")
     monkeypatch.setenv("WEIGHTSERVE_WEIGHTS_VALUES_MAX_BYTES", "10")
-    options = WeightOptions()
+    options = Settings().weights
     assert (options.spectral_budget, options.values_max_bytes) == (1000.0, 10)

@@ -1,0 +1,115 @@
+"""A direct ASGI path for ``POST /v2/models/{m}[/versions/{v}]/infer``, the one hot endpoint.
+
+Litestar's routing, dependency injection and response machinery cost more CPU per request than
+decoding, batching and running a small model together, so inference requests skip them and go
+straight to `service.serving.inference.infer`. Every other request, and any path this module does not
+recognise exactly, goes to the Litestar app unchanged. Status codes, error bodies and headers are
+the Litestar route's: the route stays registered, for the OpenAPI schema and as the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.exceptions import ClientException
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge
+from service.http.error_responses import error_response
+from service.serving import inference
+from service.serving.registry import ModelRegistry
+from service.serving.repository import parse_version
+from service.settings import Settings
+
+_TEMPLATE = "/v2/models/{model_name}/infer"
+_VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived: nobody is left to answer."""
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model name, version text or None) when ``path`` is an infer endpoint, else None."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[4] == "infer":
+        version = None
+    elif len(parts) == 7 and parts[4] == "versions" and parts[6] == "infer" and parts[5]:
+        version = parts[5]
+    else:
+        return None
+    if parts[0] or parts[1] != "v2" or parts[2] != "models" or not parts[3]:
+        return None
+    return parts[3], version
+
+
+class InferFastPath:
+    """ASGI wrapper: infer requests are answered here, everything else by ``app``."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
+            target = infer_target(scope["path"])
+            if target is not None:
+                name, version = target
+                scope["path_template"] = _TEMPLATE if version is None else _VERSIONED_TEMPLATE
+                await self._infer(scope, receive, send, name, version)
+                return
+        await self._app(scope, receive, send)
+
+    async def _infer(self, scope: HTTPScope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+        settings: Settings = self._state.settings
+        registry: ModelRegistry = self._state.registry
+        # ASGI servers give header names in lower case; the first of repeated headers wins, as in Litestar.
+        headers: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+        try:
+            body = await _read_body(receive, headers.get("content-length"), settings.max_request_bytes)
+            number = None if version is None else parse_version(version)
+            encoded = await inference.infer(registry, settings, name, number, body, headers)
+        except _Disconnected:
+            return
+        except Exception as exc:
+            status, error, extra = error_response(exc, scope["method"], scope["path"])
+            await _send(send, status, orjson.dumps(error), "application/json", extra)
+            return
+        await _send(send, 200, encoded.body, encoded.media_type, encoded.headers)
+
+
+async def _read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    if content_length is not None:
+        try:
+            announced = int(content_length)
+        except ValueError:
+            raise ClientException(f"Invalid content-length: {content_length!r}") from None
+        if announced > limit:
+            raise PayloadTooLarge("Request Entity Too Large")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge("Request Entity Too Large")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, media_type: str, extra: dict[str, str]) -> None:
+    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

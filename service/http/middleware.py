@@ -1,0 +1,127 @@
+"""The outermost ASGI layer: request id, access log, HTTP metrics, and the in-flight limit.
+
+It wraps the whole application (routing included), so 404s, 405s and errors raised before a
+handler runs get a request id and are counted too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from service.ops.logs import REQUEST_ID_HEADER, begin_request, end_request, request_id_from
+from service.ops.prometheus import ServiceMetrics
+
+log = logging.getLogger("service.access")
+
+# Probes and scrapes must answer even when the server is saturated.
+_UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_in_flight: int, access_log: bool = False) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._max_in_flight = max_in_flight
+        self._access_log = access_log
+        self._in_flight = 0
+        self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        raw_id = next((value for key, value in scope["headers"] if key == b"x-request-id"), None)
+        context, token = begin_request(request_id_from(raw_id))
+        header = (REQUEST_ID_HEADER.encode(), context.request_id.encode())
+        status = 500
+        limited = not scope["path"].startswith(_UNLIMITED_PREFIXES)
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        self._metrics.in_flight.inc()
+        try:
+            if limited and self._in_flight >= self._max_in_flight:
+                self._metrics.rejected.labels("in_flight_limit").inc()
+                await _overloaded(send_with_id, self._max_in_flight)
+                return
+            self._in_flight += limited
+            try:
+                await self._app(scope, receive, send_with_id)
+            finally:
+                self._in_flight -= limited
+        finally:
+            self._metrics.in_flight.dec()
+            self._record(scope, context.started, status, context.model, context.version)
+            end_request(token)
+
+    def _children(self, method: str, route: str, status: int, model: str, version: str) -> tuple[Any, Any]:
+        """The labelled counter and histogram for one label set, resolved once: ``labels()`` takes a
+        lock and builds a tuple on every call, a measurable share of a small request's CPU."""
+        key = (method, route, status, model, version)
+        children = self._label_cache.get(key)
+        if children is None:
+            metrics = self._metrics
+            if method:
+                children = (
+                    metrics.http_requests.labels(method, route, str(status)),
+                    metrics.http_latency.labels(method, route),
+                )
+            else:
+                children = (
+                    metrics.inference_requests.labels(model, version, str(status)),
+                    metrics.inference_latency.labels(model, version),
+                )
+            self._label_cache[key] = children
+        return children
+
+    def _record(self, scope: HTTPScope, started: float, status: int, model: str, version: str) -> None:
+        elapsed = time.perf_counter() - started
+        method = scope["method"]
+        # The route template, never the raw path: raw paths would make label sets unbounded.
+        route = str(scope.get("path_template") or "unmatched")
+        counter, histogram = self._children(method, route, status, model, version)
+        counter.inc()
+        histogram.observe(elapsed)
+        if model:
+            counter, histogram = self._children("", "", status, model, version)
+            counter.inc()
+            histogram.observe(elapsed)
+        if not self._access_log:
+            return
+        log.info(
+            "%s %s %d",
+            method,
+            scope["path"],
+            status,
+            extra={"status": status, "duration_ms": round(elapsed * 1000, 3), "model": model, "version": version},
+        )
+
+
+async def _overloaded(send: Send, limit: int) -> None:
+    body = orjson.dumps({"error": f"server is overloaded ({limit} requests in flight); retry later"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

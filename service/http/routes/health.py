@@ -1,0 +1,32 @@
+"""Server health and metadata: GET /v2/health/live, /v2/health/ready, /v2."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from service.serving.registry import ModelRegistry
+
+
+def _server_version() -> str:
+    try:
+        return version("weightserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class HealthController(Controller):
+    path = "/v2"
+
+    @get("/health/live", sync_to_thread=False)
+    def live(self) -> Response[dict[str, bool]]:
+        return Response({"live": True})
+
+    @get("/health/ready", sync_to_thread=False)
+    def ready(self, registry: ModelRegistry) -> Response[dict[str, bool]]:
+        # V2: the status code is the answer; 4xx means "not ready".
+        return Response({"ready": registry.ready}, status_code=200 if registry.ready else 400)
+
+    @get("/", sync_to_thread=False)
+    def server_metadata(self, state: State) -> dict[str, object]:
+        return {"name": "weightserve", "version": _server_version(), "extensions": list(state.extensions)}

@@ -1,0 +1,15 @@
+"""Operations: ``GET /metrics`` in the Prometheus text format."""
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from service.ops.prometheus import CONTENT_TYPE, ServiceMetrics
+
+
+class MetricsController(Controller):
+    path = "/metrics"
+
+    @get("/", sync_to_thread=False, media_type=CONTENT_TYPE)
+    def scrape(self, state: State) -> Response[bytes]:
+        metrics: ServiceMetrics = state.metrics
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)

@@ -1,0 +1,59 @@
+"""Triton's model-repository extension: index, load, unload (state-changing ones need the admin token)."""
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.status_codes import HTTP_200_OK
+
+from service.errors import InvalidRequest
+from service.http.auth import require_admin
+from service.protocol.request import parse_json
+from service.serving.registry import ModelRegistry
+from service.serving.repository import validate_model_name
+from service.settings import Settings
+
+
+async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """tritonclient posts an empty body to /index; treat empty as {}."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return document
+
+
+class RepositoryController(Controller):
+    path = "/v2/repository"
+
+    @post("/index", status_code=HTTP_200_OK)
+    async def index(self, request: Request[Any, Any, Any], registry: ModelRegistry) -> list[dict[str, str]]:
+        document = await _json_object(request)
+        ready = document.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidRequest("'ready' must be a boolean")
+        return [entry.as_json() for entry in registry.index(ready_only=ready)]
+
+    @post("/models/{model_name:str}/load", status_code=HTTP_200_OK)
+    async def load(
+        self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry, settings: Settings
+    ) -> dict[str, str]:
+        require_admin(request.headers, settings.admin_token)
+        document = await _json_object(request)
+        parameters = document.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("'parameters' must be an object")
+        if "config" in parameters or any(key.startswith("file:") for key in parameters):
+            raise InvalidRequest("loading with an override config or uploaded files is not supported")
+        await registry.load_model(validate_model_name(model_name))
+        return {"name": model_name, "state": "READY"}
+
+    @post("/models/{model_name:str}/unload", status_code=HTTP_200_OK)
+    async def unload(
+        self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry, settings: Settings
+    ) -> dict[str, str]:
+        require_admin(request.headers, settings.admin_token)
+        await _json_object(request)
+        await registry.unload_model(validate_model_name(model_name))
+        return {"name": model_name, "state": "UNAVAILABLE"}

@@ -1,0 +1,102 @@
+"""V2 responses: the outputs a request asked for, as JSON or binary tensor data, compressed on request.
+
+Binary chunks follow the JSON header in the order of the outputs in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import InvalidInput
+from service.protocol import compression
+from service.protocol.datatypes import NUMPY, datatype_of
+from service.protocol.request import InferRequest
+
+
+def select_outputs(request: InferRequest, available: Sequence[str], model_name: str) -> list[tuple[str, bool]]:
+    """(name, as_binary) for each output to return, in request order (all outputs when none asked)."""
+    default = request.binary_output_default
+    if request.outputs is None:
+        return [(name, default) for name in available]
+    known = set(available)
+    selected: list[tuple[str, bool]] = []
+    for output in request.outputs:
+        if output.name not in known:
+            raise InvalidInput(
+                f"unexpected inference output '{output.name}' for model '{model_name}'; "
+                f"expected outputs {list(available)}"
+            )
+        if any(name == output.name for name, _ in selected):
+            raise InvalidInput(f"output '{output.name}' is requested more than once")
+        selected.append((output.name, default if output.binary is None else output.binary))
+    return selected
+
+
+@dataclass(slots=True)
+class EncodedResponse:
+    body: bytes
+    headers: dict[str, str]
+    media_type: str
+
+
+def encode_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Sequence[tuple[str, np.ndarray, bool]],
+    accept_encoding: str | None,
+) -> EncodedResponse:
+    header: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        header["id"] = request_id
+    entries, chunks = [], []
+    for name, array, binary in outputs:
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            chunk = _to_binary(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        else:
+            entry["data"] = _to_json_data(array, datatype)
+        entries.append(entry)
+    header["outputs"] = entries
+    json_part = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers: dict[str, str] = {}
+    if chunks:
+        headers["Inference-Header-Content-Length"] = str(len(json_part))
+        body = b"".join([json_part, *chunks])
+        media_type = "application/octet-stream"
+    else:
+        body, media_type = json_part, "application/json"
+    encoding = compression.negotiate(accept_encoding)
+    if encoding is not None:
+        body = compression.compress(body, encoding)
+        headers["Content-Encoding"] = encoding
+    return EncodedResponse(body, headers, media_type)
+
+
+def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = []
+        for item in array.reshape(-1):
+            data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+            parts.append(len(data).to_bytes(4, "little"))
+            parts.append(data)
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=NUMPY[datatype]).tobytes()
+
+
+def _to_json_data(array: np.ndarray, datatype: str) -> Any:
+    flat = array.reshape(-1)
+    if datatype == "BYTES":
+        return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in flat]
+    if datatype == "BF16":
+        return flat.astype(np.float32)
+    return np.ascontiguousarray(flat)

@@ -1,0 +1,188 @@
+"""Open Inference Protocol (KServe V2) requests: the body split into its JSON header and binary tensor
+data, and the request's structure checked (names, datatypes, shapes, parameters), not yet its tensors.
+
+The body is read raw and never dispatched on Content-Type: tritonclient sends none (sync) or
+``application/octet-stream`` (aio). Binary chunks follow the JSON header in the order their inputs
+appear in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from service.errors import InvalidInput, InvalidRequest
+from service.protocol import compression, fast_json
+from service.protocol.datatypes import BINARY_ONLY, NUMPY
+
+HEADER_LENGTH = "inference-header-content-length"
+_UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+@dataclass(slots=True)
+class RequestInput:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: Any = None
+    raw: memoryview | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    name: str
+    binary: bool | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    inputs: list[RequestInput] = field(default_factory=list)
+    outputs: list[RequestOutput] | None = None
+    raw_input: memoryview | None = None
+    """Triton's raw binary request (``Inference-Header-Content-Length: 0``): the only input's bytes."""
+
+    @property
+    def binary_output_default(self) -> bool:
+        return self.raw_input is not None or self.parameters.get("binary_data_output") is True
+
+
+def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> InferRequest:
+    """Decompress, split header from binary data, and check the request's structure."""
+    body = compression.decompress(body, headers.get("content-encoding"), max_bytes)
+    header_length = _header_length(headers.get(HEADER_LENGTH), len(body))
+    if header_length == 0:
+        return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
+    view = memoryview(body)
+    header = view[:header_length] if header_length is not None else body
+    # Float tensor data straight into numpy when the body allows; otherwise the general parser.
+    document = fast_json.loads(header)
+    if document is None:
+        document = parse_json(header)
+    if not isinstance(document, dict):
+        raise InvalidRequest("inference request must be a JSON object")
+    binary = view[header_length:] if header_length is not None else view[len(body) :]
+    return _parse_document(document, binary)
+
+
+def parse_json(data: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON in request body: {exc}") from exc
+
+
+def _header_length(value: str | None, body_length: int) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        raise InvalidRequest(f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}")
+    length = int(text)
+    if length > body_length:
+        raise InvalidRequest(
+            f"Inference-Header-Content-Length {length} is larger than the request body ({body_length} bytes)"
+        )
+    return length
+
+
+def _parse_document(doc: dict[str, Any], binary: memoryview) -> InferRequest:
+    request = InferRequest()
+    request_id = doc.get("id")
+    if request_id is not None:
+        if not isinstance(request_id, str):
+            raise InvalidRequest("'id' must be a string")
+        request.id = request_id
+    request.parameters = _parameters(doc.get("parameters"), "request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidRequest("'inputs' must be a non-empty list of tensors")
+    offset = 0
+    for index, raw in enumerate(raw_inputs):
+        tensor, offset = _parse_input(raw, index, binary, offset)
+        request.inputs.append(tensor)
+    if offset != len(binary):
+        raise InvalidRequest(
+            f"unexpected additional input data: {len(binary) - offset} bytes after the last binary input"
+        )
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidRequest("'outputs' must be a list")
+        request.outputs = [_parse_output(raw, index) for index, raw in enumerate(raw_outputs)]
+    return request
+
+
+def _parse_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple[RequestInput, int]:
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"inputs[{index}] must be an object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"inputs[{index}] needs a 'name' string")
+    datatype = raw.get("datatype")
+    if not isinstance(datatype, str) or datatype not in NUMPY:
+        raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}; expected one of {sorted(NUMPY)}")
+    shape = _shape(raw.get("shape"), f"input '{name}'")
+    parameters = _parameters(raw.get("parameters"), f"input '{name}'")
+    tensor = RequestInput(name=name, datatype=datatype, shape=shape, parameters=parameters)
+    size = parameters.get("binary_data_size")
+    if size is None:
+        if "data" not in raw:
+            raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+        if datatype in BINARY_ONLY:
+            raise InvalidInput(f"input '{name}': {datatype} tensors must be sent as binary data")
+        tensor.data = raw["data"]
+        return tensor, offset
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
+    if "data" in raw:
+        raise InvalidInput(f"input '{name}' has both 'data' and binary_data_size")
+    if offset + size > len(binary):
+        raise InvalidInput(
+            f"input '{name}': binary_data_size {size} runs past the end of the body ({len(binary) - offset} bytes left)"
+        )
+    tensor.raw = binary[offset : offset + size]
+    return tensor, offset + size
+
+
+def _parse_output(raw: Any, index: int) -> RequestOutput:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise InvalidRequest(f"outputs[{index}] must be an object with a 'name' string")
+    parameters = _parameters(raw.get("parameters"), f"output '{raw['name']}'")
+    if "classification" in parameters:
+        raise InvalidRequest("the classification extension is not supported")
+    binary = parameters.get("binary_data")
+    if binary is not None and not isinstance(binary, bool):
+        raise InvalidRequest(f"output '{raw['name']}': parameters.binary_data must be a boolean")
+    return RequestOutput(name=raw["name"], binary=binary, parameters=parameters)
+
+
+def _parameters(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"{where}: 'parameters' must be an object")
+    for key, value in raw.items():
+        if key in _UNSUPPORTED_PARAMETERS:
+            raise InvalidRequest(f"{where}: shared-memory parameters are not supported")
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidRequest(f"{where}: parameter {key!r} must be a string, number or boolean")
+    if "binary_data_output" in raw and not isinstance(raw["binary_data_output"], bool):
+        raise InvalidRequest("parameters.binary_data_output must be a boolean")
+    return raw
+
+
+def _shape(raw: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(raw, list):
+        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
+    for dim in raw:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise InvalidInput(f"{where}: shape {raw} must hold non-negative integers")
+    return tuple(raw)
+

@@ -1,0 +1,103 @@
+"""One loaded model version: its session, its runner (batcher or admission gate), its statistics, and
+the count of requests holding it, so a swap or unload can wait for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.errors import Overloaded, RequestTimeout
+from service.ops.prometheus import ServiceMetrics
+from service.serving.admission import AdmissionGate
+from service.serving.batching import DynamicBatcher, Outcome
+from service.serving.model_config import ModelConfig
+from service.serving.repository import VersionSpec
+from service.serving.runtime import OnnxModel
+from service.serving.triton_stats import InferenceStats
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    spec: VersionSpec
+    model: OnnxModel
+    config: ModelConfig
+    stats: InferenceStats
+    runner: DynamicBatcher | None
+    """None when the model runs each request on its own (batching off or no dynamic batch axis)."""
+    fingerprint: tuple[int, int]
+    gate: AdmissionGate | None = None
+    """Bounds runs and waiting requests when there is no runner (whose queue is bounded itself)."""
+    metrics: ServiceMetrics | None = None
+    _in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _queue_time: Any = field(default=None, init=False, repr=False)
+    _batch_size: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Labelled children resolved once: labels() locks and builds a key on every call.
+        if self.metrics is not None:
+            labels = (self.spec.name, str(self.spec.version))
+            self._queue_time = self.metrics.queue_time.labels(*labels)
+            self._batch_size = self.metrics.batch_size.labels(*labels)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+    async def infer(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
+        try:
+            if self.runner is not None:
+                outcome = await self.runner.submit(feeds, rows)
+            else:
+                outcome = await self._run_alone(feeds, rows)
+        except (Overloaded, RequestTimeout) as exc:
+            if self.metrics is not None:
+                reason = "queue_full" if isinstance(exc, Overloaded) else "timeout"
+                self.metrics.rejected.labels(reason).inc()
+            raise
+        if self._queue_time is not None:
+            self._queue_time.observe(outcome.queue_ns / 1e9)
+        return outcome
+
+    async def _run_alone(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
+        enqueued = time.perf_counter_ns()
+        gate = self.gate or AdmissionGate(self.model.label, 1, 0, 1.0)
+        async with gate.slot():
+            began = time.perf_counter_ns()
+            outputs = await self.model.run(feeds)
+            elapsed = time.perf_counter_ns() - began
+        self.observe_execution(rows, elapsed)
+        return Outcome(outputs, began - enqueued, elapsed)
+
+    def observe_execution(self, rows: int, compute_ns: int) -> None:
+        """One model execution (a batch or a single request): statistics and the batch-size histogram."""
+        self.stats.record_execution(rows, compute_ns)
+        if self._batch_size is not None:
+            self._batch_size.observe(rows)
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def retire(self, timeout_s: float) -> None:
+        """Wait for the requests holding this version, then release its runner."""
+        if self._in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self.runner is not None:
+            await self.runner.aclose()

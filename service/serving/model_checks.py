@@ -1,0 +1,138 @@
+"""Checks a version's files before onnxruntime sees them: ONNX files are an attack surface.
+
+Rejected, each with a reason: a model file over the size cap, a symlinked model file, protobuf that
+does not parse, a graph the ONNX checker rejects, external data whose location escapes the version
+folder (absolute, ``..``, symlink, hard link) or runs past its file, and files whose sha256 differs
+from the version's manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from service.errors import ModelLoadError
+from service.serving.repository import VersionSpec
+
+_CHUNK = 1 << 20
+
+
+def check_version(spec: VersionSpec, max_bytes: int, verify_manifest: bool) -> None:
+    """Raise ModelLoadError with the reason when the version must not be loaded (blocking)."""
+    label = f"{spec.name} version {spec.version}"
+    try:
+        _check_files(spec, label, max_bytes, verify_manifest)
+    except OSError as exc:  # the folder changed under us, or a file is unreadable
+        raise ModelLoadError(f"{label}: cannot read its files: {exc.strerror or exc}") from exc
+
+
+def _check_files(spec: VersionSpec, label: str, max_bytes: int, verify_manifest: bool) -> None:
+    path = spec.model_path
+    if spec.directory.is_symlink():
+        raise ModelLoadError(f"{label}: the version folder is a symbolic link")
+    if path.is_symlink():
+        raise ModelLoadError(f"{label}: model.onnx is a symbolic link")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ModelLoadError(f"{label}: model.onnx is {size} bytes, over the limit of {max_bytes}")
+    if verify_manifest and spec.manifest is not None:
+        _check_manifest_hashes(spec, label)
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(f"{label}: model.onnx is not a valid ONNX protobuf: {exc}") from exc
+    external = _check_external_data(model, spec.directory, label, max_bytes - size)
+    try:
+        onnx.checker.check_model(model if not external else os.fspath(path))
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{label}: the ONNX checker rejects the model: {first}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_manifest_hashes(spec: VersionSpec, label: str) -> None:
+    assert spec.manifest is not None
+    files: Any = spec.manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise ModelLoadError(f"{label}: manifest.json 'files' must be an object")
+    for name, entry in files.items():
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(expected, str):
+            raise ModelLoadError(f"{label}: manifest.json entry for {name!r} has no sha256")
+        target = _inside(spec.directory, name, label)
+        if not target.is_file():
+            raise ModelLoadError(f"{label}: manifest.json lists {name}, which is missing")
+        actual = sha256_file(target)
+        if actual != expected:
+            raise ModelLoadError(f"{label}: sha256 of {name} is {actual}, but manifest.json records {expected}")
+
+
+def _check_external_data(model: onnx.ModelProto, directory: Path, label: str, budget: int) -> bool:
+    """Validate every external-data reference; True when the model has any."""
+    found = False
+    total = 0
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        found = True
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = _inside(directory, location, label)
+        if not target.is_file():
+            raise ModelLoadError(f"{label}: external data {location!r} of tensor '{tensor.name}' is missing")
+        if os.stat(target).st_nlink > 1:
+            raise ModelLoadError(f"{label}: external data {location!r} is a hard link")
+        offset = int(info.get("offset", "0") or 0)
+        file_size = target.stat().st_size
+        length = int(info.get("length", "0") or 0) or file_size - offset
+        if offset < 0 or length < 0 or offset + length > file_size:
+            raise ModelLoadError(
+                f"{label}: external data of tensor '{tensor.name}' (offset {offset}, length {length}) "
+                f"runs past the end of {location!r} ({file_size} bytes)"
+            )
+        total += length
+        if total > budget:
+            raise ModelLoadError(f"{label}: external data exceeds the model size limit")
+    return found
+
+
+def _inside(directory: Path, location: str, label: str) -> Path:
+    """Resolve a relative file reference, refusing anything that leaves the version folder."""
+    if not location or os.path.isabs(location) or "\\" in location or ".." in Path(location).parts:
+        raise ModelLoadError(f"{label}: file reference {location!r} must be a relative path inside the version folder")
+    candidate = directory / location
+    root = directory.resolve()
+    probe = candidate
+    while probe != directory:
+        if probe.is_symlink():
+            raise ModelLoadError(f"{label}: file reference {location!r} goes through a symbolic link")
+        probe = probe.parent
+    if not candidate.resolve().is_relative_to(root):
+        raise ModelLoadError(f"{label}: file reference {location!r} escapes the version folder")
+    return candidate
+
+
+def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attribute.t)
+            elif attribute.type == onnx.AttributeProto.GRAPH:
+                tensors.extend(_all_tensors(attribute.g))
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    tensors.extend(_all_tensors(sub))
+    return tensors

@@ -1,0 +1,136 @@
+"""Pure scan of the model repository folder into specs; nothing here loads a model.
+
+Layout: ``<root>/<name>/config.json`` (optional) and ``<root>/<name>/<int version>/model.onnx``
+with optional ``weights.safetensors`` and ``manifest.json`` beside it. Anything else is skipped
+with a log line, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.errors import InvalidRequest
+from service.serving.model_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.json"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    name: str
+    version: int
+    directory: Path
+    model_path: Path
+    manifest: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    weights_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    directory: Path
+    config: ModelConfig
+    versions: tuple[VersionSpec, ...]
+    config_error: str | None = None
+    """Why config.json was rejected (the model is then not served)."""
+
+
+def validate_model_name(name: str) -> str:
+    """Reject names that could escape the repository when joined to a path."""
+    if not _NAME_RE.fullmatch(name) or name in {".", ".."} or ".." in name:
+        raise InvalidRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.', at most 128 characters")
+    return name
+
+
+def parse_version(text: str) -> int:
+    """Versions are positive integers (Triton's rule); anything else is a client error."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise InvalidRequest(f"invalid model version {text!r}: versions are positive integers")
+    value = int(text)
+    if value < 1:
+        raise InvalidRequest(f"invalid model version {text!r}: versions are positive integers")
+    return value
+
+
+def scan(root: Path) -> list[ModelSpec]:
+    """Every model folder under ``root``, sorted by name."""
+    if not root.is_dir():
+        log.warning("model repository %s is not a directory; serving no models", root)
+        return []
+    specs = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            if entry.name not in {"README.md", ".gitkeep"}:
+                log.info("repository: skipping %s (not a model folder)", entry)
+            continue
+        if not _NAME_RE.fullmatch(entry.name):
+            log.info("repository: skipping %s (not a valid model name)", entry)
+            continue
+        specs.append(scan_model(entry))
+    return specs
+
+
+def scan_model(directory: Path) -> ModelSpec:
+    """One model folder: its config and every numeric version folder holding a model.onnx."""
+    config, config_error = _read_config(directory / CONFIG_FILE)
+    versions = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name == CONFIG_FILE:
+            continue
+        if not entry.is_dir() or not entry.name.isdigit() or int(entry.name) < 1:
+            log.info("repository: skipping %s (not a numeric version folder)", entry)
+            continue
+        model_path = entry / MODEL_FILE
+        if not model_path.is_file():
+            log.info("repository: skipping %s (no %s)", entry, MODEL_FILE)
+            continue
+        weights = entry / WEIGHTS_FILE
+        versions.append(
+            VersionSpec(
+                name=directory.name,
+                version=int(entry.name),
+                directory=entry,
+                model_path=model_path,
+                manifest=read_manifest(entry),
+                weights_path=weights if weights.is_file() else None,
+            )
+        )
+    versions.sort(key=lambda v: v.version)
+    return ModelSpec(directory.name, directory, config, tuple(versions), config_error)
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any] | None:
+    path = version_dir / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("repository: ignoring unreadable manifest %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_config(path: Path) -> tuple[ModelConfig, str | None]:
+    if not path.is_file():
+        return ModelConfig(), None
+    try:
+        return ModelConfig.model_validate_json(path.read_bytes()), None
+    except (OSError, ValidationError) as exc:
+        reason = f"invalid {CONFIG_FILE}: {exc}".replace("\n", "; ")
+        log.error("repository: %s: %s", path, reason)
+        return ModelConfig(), reason
