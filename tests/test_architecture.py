@@ -15,12 +15,13 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "protocol": {"errors", "settings"},
     "ops": {"errors", "settings"},
-    "weights": {"errors", "settings"},
-    "serving": {"protocol", "ops", "errors", "settings"},
-    "inspection": {"serving", "weights", "protocol", "ops", "errors", "settings"},
-    "http": {"inspection", "serving", "weights", "protocol", "ops", "errors", "settings"},
-    "app": {"http", "inspection", "serving", "weights", "protocol", "ops", "errors", "settings"},
+    "weights": {"model_files", "errors", "settings"},
+    "serving": {"protocol", "ops", "model_files", "errors", "settings"},
+    "inspection": {"serving", "weights", "protocol", "ops", "model_files", "errors", "settings"},
+    "http": {"inspection", "serving", "weights", "protocol", "ops", "model_files", "errors", "settings"},
+    "app": {"http", "inspection", "serving", "weights", "protocol", "ops", "model_files", "errors", "settings"},
     "cli": {"ops", "settings"},
+    "model_files": {"errors"},
 }
 
 

@@ -17,6 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from service.errors import ModelLoadError
+from service.model_files import external_data, inside_folder, model_tensors
 from service.serving.repository import VersionSpec
 
 _CHUNK = 1 << 20
@@ -83,56 +84,22 @@ def _check_external_data(model: onnx.ModelProto, directory: Path, label: str, bu
     """Validate every external-data reference; True when the model has any."""
     found = False
     total = 0
-    for tensor in _all_tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+    for tensor in model_tensors(model):
+        try:
+            data = external_data(tensor, directory)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{label}: {exc.message}") from exc
+        if data is None:
             continue
         found = True
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        location = info.get("location", "")
-        target = _inside(directory, location, label)
-        if not target.is_file():
-            raise ModelLoadError(f"{label}: external data {location!r} of tensor '{tensor.name}' is missing")
-        if os.stat(target).st_nlink > 1:
-            raise ModelLoadError(f"{label}: external data {location!r} is a hard link")
-        offset = int(info.get("offset", "0") or 0)
-        file_size = target.stat().st_size
-        length = int(info.get("length", "0") or 0) or file_size - offset
-        if offset < 0 or length < 0 or offset + length > file_size:
-            raise ModelLoadError(
-                f"{label}: external data of tensor '{tensor.name}' (offset {offset}, length {length}) "
-                f"runs past the end of {location!r} ({file_size} bytes)"
-            )
-        total += length
+        total += data.length
         if total > budget:
             raise ModelLoadError(f"{label}: external data exceeds the model size limit")
     return found
 
 
 def _inside(directory: Path, location: str, label: str) -> Path:
-    """Resolve a relative file reference, refusing anything that leaves the version folder."""
-    if not location or os.path.isabs(location) or "\\" in location or ".." in Path(location).parts:
-        raise ModelLoadError(f"{label}: file reference {location!r} must be a relative path inside the version folder")
-    candidate = directory / location
-    root = directory.resolve()
-    probe = candidate
-    while probe != directory:
-        if probe.is_symlink():
-            raise ModelLoadError(f"{label}: file reference {location!r} goes through a symbolic link")
-        probe = probe.parent
-    if not candidate.resolve().is_relative_to(root):
-        raise ModelLoadError(f"{label}: file reference {location!r} escapes the version folder")
-    return candidate
-
-
-def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    tensors = list(graph.initializer)
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                tensors.append(attribute.t)
-            elif attribute.type == onnx.AttributeProto.GRAPH:
-                tensors.extend(_all_tensors(attribute.g))
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    tensors.extend(_all_tensors(sub))
-    return tensors
+    try:
+        return inside_folder(directory, location)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{label}: {exc.message}") from exc

@@ -188,10 +188,10 @@ def _tamper(path: Path, **entries: str) -> None:
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
-        ({"location": "../outside.bin"}, "relative path inside the model"),
-        ({"location": "/etc/hostname"}, "relative path inside the model"),
+        ({"location": "../outside.bin"}, "relative path inside the version folder"),
+        ({"location": "/etc/hostname"}, "relative path inside the version folder"),
         ({"location": "missing.bin"}, "missing"),
-        ({"offset": "999999999"}, "does not fit"),
+        ({"offset": "999999999"}, "runs past the end"),
         ({"length": "3"}, "does not fit"),
     ],
 )
