@@ -31,7 +31,7 @@ def decode_inputs(
             )
         if tensor.name in feeds:
             raise InvalidInput(f"input '{tensor.name}' is given more than once")
-        feeds[tensor.name] = _decode_one(tensor, spec, model_name, max_elements)
+        feeds[tensor.name] = _decode_one(tensor, spec, model_name, max_elements, request.may_hold_booleans)
     missing = [name for name in by_name if name not in feeds]
     if missing:
         raise InvalidInput(f"model '{model_name}' expects inputs {missing} which the request does not give")
@@ -52,7 +52,9 @@ def check_shape(name: str, shape: Sequence[int], spec: TensorSpec, model_name: s
             )
 
 
-def _decode_one(tensor: RequestInput, spec: TensorSpec, model_name: str, max_elements: int) -> np.ndarray:
+def _decode_one(
+    tensor: RequestInput, spec: TensorSpec, model_name: str, max_elements: int, may_hold_booleans: bool
+) -> np.ndarray:
     if tensor.datatype != spec.datatype:
         raise InvalidInput(
             f"inference input '{tensor.name}' data-type is '{tensor.datatype}', "
@@ -67,7 +69,7 @@ def _decode_one(tensor: RequestInput, spec: TensorSpec, model_name: str, max_ele
         )
     if tensor.raw is not None:
         return _from_binary(tensor, count)
-    return _from_json(tensor, count)
+    return _from_json(tensor, count, may_hold_booleans)
 
 
 def _from_binary(tensor: RequestInput, count: int) -> np.ndarray:
@@ -108,22 +110,17 @@ def _bytes_elements(raw: memoryview, count: int, name: str) -> np.ndarray:
     return out
 
 
-def _from_json(tensor: RequestInput, count: int) -> np.ndarray:
+def _from_json(tensor: RequestInput, count: int, may_hold_booleans: bool) -> np.ndarray:
     data = tensor.data
-    if not isinstance(data, list | np.ndarray):  # an ndarray: float data already read by json_tensors
+    if not isinstance(data, list | np.ndarray):  # an ndarray: float data already read by fast_json
         data = [data]
-    dtype = NUMPY[tensor.datatype]
     try:
         if tensor.datatype == "BYTES":
             array = _json_strings(data, tensor.name)
-        elif dtype.kind == "f":
-            with np.errstate(over="ignore"):
-                array = np.asarray(data, dtype=dtype)
-            # JSON has no infinities, so one here is a finite number too large for the datatype.
-            if dtype.itemsize < 8 and np.isinf(array).any():
-                raise InvalidInput(f"input '{tensor.name}': values outside the range of {tensor.datatype}")
+        elif tensor.datatype == "BOOL":
+            array = _json_bool(data, tensor.name)
         else:
-            array = _json_exact(data, tensor.datatype, tensor.name)
+            array = _json_numbers(data, tensor.datatype, tensor.name, may_hold_booleans)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"input '{tensor.name}': data cannot be read as {tensor.datatype} "
@@ -136,27 +133,53 @@ def _from_json(tensor: RequestInput, count: int) -> np.ndarray:
     return array.reshape(tensor.shape)
 
 
-def _json_exact(data: list[Any], datatype: str, name: str) -> np.ndarray:
-    """Integers and booleans are checked, not silently truncated or wrapped."""
-    loose = np.asarray(data)
+def _json_numbers(data: Any, datatype: str, name: str, may_hold_booleans: bool) -> np.ndarray:
+    """Numbers only, as Triton does: ``null``, strings and booleans are refused, never turned into
+    NaN, parsed, or counted as 1 and 0; integers are checked, not silently truncated or wrapped."""
+    if isinstance(data, np.ndarray):
+        loose = data
+    else:
+        loose = np.asarray(data)
+        if loose.dtype.kind not in "iuf" or (may_hold_booleans and _holds_boolean(data)):
+            raise InvalidInput(f"input '{name}': {datatype} data must be numbers (no null, strings or booleans)")
     target = NUMPY[datatype]
-    if loose.size == 0:
-        return loose.astype(target)
-    if datatype == "BOOL":
-        if loose.dtype.kind == "b":
-            return loose
-        if loose.dtype.kind in INT_KINDS and np.isin(loose, (0, 1)).all():
-            return loose.astype(np.bool_)
-        raise InvalidInput(f"input '{name}': BOOL data must be true/false")
-    if loose.dtype.kind == "f" and not np.array_equal(loose, np.floor(loose)):
-        raise InvalidInput(f"input '{name}': {datatype} data must be integers")
-    if loose.dtype.kind not in "iuf":
+    if target.kind == "f":
+        with np.errstate(over="ignore"):
+            array = loose.astype(target)
+        # JSON has no infinities, so one here is a finite number too large for the datatype.
+        if target.itemsize < 8 and np.isinf(array).any():
+            raise InvalidInput(f"input '{name}': values outside the range of {datatype}")
+        return array
+    if loose.size and loose.dtype.kind == "f" and not np.array_equal(loose, np.floor(loose)):
         raise InvalidInput(f"input '{name}': {datatype} data must be integers")
     # Convert from the Python values, not from `loose`: numpy widens big uint64 mixes to float64.
     try:
         return np.array(data, dtype=target)
     except OverflowError as exc:
         raise InvalidInput(f"input '{name}': values outside the range of {datatype}: {exc}") from exc
+
+
+def _holds_boolean(data: list[Any]) -> bool:
+    stack = [data]
+    while stack:
+        items = stack.pop()
+        kinds = set(map(type, items))
+        if bool in kinds:
+            return True
+        if list in kinds:
+            stack.extend(item for item in items if isinstance(item, list))
+    return False
+
+
+def _json_bool(data: Any, name: str) -> np.ndarray:
+    loose = np.asarray(data)
+    if loose.size == 0:
+        return loose.astype(np.bool_)
+    if loose.dtype.kind == "b":
+        return loose
+    if loose.dtype.kind in INT_KINDS and np.isin(loose, (0, 1)).all():
+        return loose.astype(np.bool_)
+    raise InvalidInput(f"input '{name}': BOOL data must be true/false")
 
 
 def _json_strings(data: list[Any], name: str) -> np.ndarray:

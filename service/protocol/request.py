@@ -47,6 +47,9 @@ class InferRequest:
     outputs: list[RequestOutput] | None = None
     raw_input: memoryview | None = None
     """Triton's raw binary request (``Inference-Header-Content-Length: 0``): the only input's bytes."""
+    may_hold_booleans: bool = False
+    """The JSON header has a ``true`` or ``false`` somewhere: numeric tensor data must be checked for
+    booleans, which numpy would silently turn into 1 and 0 (a scan only when the header has one)."""
 
     @property
     def binary_output_default(self) -> bool:
@@ -68,7 +71,10 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
     if not isinstance(document, dict):
         raise InvalidRequest("inference request must be a JSON object")
     binary = view[header_length:] if header_length is not None else view[len(body) :]
-    return _parse_document(document, binary)
+    request = _parse_document(document, binary)
+    end = len(body) if header_length is None else header_length
+    request.may_hold_booleans = body.find(b"true", 0, end) >= 0 or body.find(b"false", 0, end) >= 0
+    return request
 
 
 def parse_json(data: bytes | memoryview) -> Any:

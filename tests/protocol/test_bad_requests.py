@@ -119,8 +119,26 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
         simple_body(inputs=[{**simple_body()["inputs"][0], "data": ["a"] * 16}, simple_body()["inputs"][1]]),
         {},
         400,
-        "cannot be read as FP32",
+        "FP32 data must be numbers",
     ),
+    *[
+        (
+            f"{label}-in-{datatype.lower()}",
+            f"/v2/models/identity_{datatype.lower()}/infer",
+            {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": datatype, "data": data}]},
+            {},
+            400,
+            f"{datatype} data must be numbers",
+        )
+        for datatype in ("FP32", "FP64", "INT32", "INT64")
+        for label, data in (
+            ("null", [1, None, 3, 4]),
+            ("string", [1, "1.5", 3, 4]),
+            ("boolean", [1, True, 3, 4]),
+            ("nested-boolean", [[1, 2], [False, 4]]),
+            ("only-booleans", [True, False, True, True]),
+        )
+    ],
     (
         "ragged-nested-data",
         "/v2/models/identity_int32/infer",
@@ -370,3 +388,19 @@ def test_bad_requests_do_not_disturb_good_ones(server: RunningServer) -> None:
     assert statuses[0::2] == [200] * 100
     assert all(400 <= status < 500 for status in statuses[1::2])
     assert httpx.get(f"{server.base_url}/v2/health/ready").status_code == 200
+
+
+def test_boolean_parameters_leave_numeric_data_alone(server: RunningServer) -> None:
+    """A `true` elsewhere in the header makes the decoder look for booleans, and finds none in the data."""
+    body = {
+        "parameters": {"binary_data_output": False},
+        "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "INT32", "data": [[1, 2, 3, 4]]}],
+        "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": False}}],
+    }
+    response = post(server, "/v2/models/identity_int32/infer", json.dumps(body).encode())
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [1, 2, 3, 4]
+    booleans = {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "BOOL", "data": [True, False, 1, 0]}]}
+    response = post(server, "/v2/models/identity_bool/infer", json.dumps(booleans).encode())
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [True, False, True, False]
