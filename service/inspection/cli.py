@@ -19,6 +19,7 @@ from service.errors import ServiceError
 from service.inspection.explain import METHODS, ExplainOptions, explain
 from service.inspection.render import heatmap_png
 from service.inspection.session import InspectionSession
+from service.serving.repository import version_number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +58,7 @@ def _locate(target: Path, version: int | None) -> Path:
             return chosen
         raise FileNotFoundError(f"{target} has no version {version} with a model.onnx")
     versions = sorted(
-        int(p.name) for p in target.glob("*") if p.name.isdigit() and (p / "model.onnx").is_file()
+        int(p.name) for p in target.glob("*") if version_number(p.name) and (p / "model.onnx").is_file()
     )
     if not versions:
         raise FileNotFoundError(f"{target} is neither an .onnx file nor a model folder with model.onnx")

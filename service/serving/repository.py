@@ -56,12 +56,19 @@ def validate_model_name(name: str) -> str:
     return name
 
 
-def parse_version(text: str) -> int:
-    """Versions are positive integers (Triton's rule); anything else is a client error."""
+def version_number(text: str) -> int | None:
+    """The version a folder name or URL segment stands for: a positive integer in ASCII digits (Triton's
+    rule; ``str.isdigit`` alone would take ``²`` or Arabic-Indic digits), else None."""
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise InvalidRequest(f"invalid model version {text!r}: versions are positive integers")
+        return None
     value = int(text)
-    if value < 1:
+    return value if value >= 1 else None
+
+
+def parse_version(text: str) -> int:
+    """A version in a request; anything but a positive integer is a client error."""
+    value = version_number(text)
+    if value is None:
         raise InvalidRequest(f"invalid model version {text!r}: versions are positive integers")
     return value
 
@@ -91,7 +98,8 @@ def scan_model(directory: Path) -> ModelSpec:
     for entry in sorted(directory.iterdir()):
         if entry.name == CONFIG_FILE:
             continue
-        if not entry.is_dir() or not entry.name.isdigit() or int(entry.name) < 1:
+        number = version_number(entry.name)
+        if not entry.is_dir() or number is None:
             log.info("repository: skipping %s (not a numeric version folder)", entry)
             continue
         model_path = entry / MODEL_FILE
@@ -102,7 +110,7 @@ def scan_model(directory: Path) -> ModelSpec:
         versions.append(
             VersionSpec(
                 name=directory.name,
-                version=int(entry.name),
+                version=number,
                 directory=entry,
                 model_path=model_path,
                 manifest=read_manifest(entry),
