@@ -12,12 +12,15 @@ from typing import Any
 
 import orjson
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from service.ops.logs import REQUEST_ID_HEADER, begin_request, end_request, request_id_from
 from service.ops.prometheus import ServiceMetrics
 
 log = logging.getLogger("service.access")
+
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (never sent) for a request whose client went away before its answer, as nginx logs it."""
 
 # Probes and scrapes must answer even when the server is saturated.
 _UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
@@ -43,6 +46,7 @@ class RequestMiddleware:
         context, token = begin_request(request_id_from(raw_id))
         header = (REQUEST_ID_HEADER.encode(), context.request_id.encode())
         status = 500
+        disconnected = False
         limited = not scope["path"].startswith(_UNLIMITED_PREFIXES)
 
         async def send_with_id(message: Message) -> None:
@@ -52,6 +56,13 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        async def watch_disconnect() -> ReceiveMessage:
+            nonlocal disconnected
+            message: ReceiveMessage = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
         self._metrics.in_flight.inc()
         try:
             if limited and self._in_flight >= self._max_in_flight:
@@ -60,11 +71,14 @@ class RequestMiddleware:
                 return
             self._in_flight += limited
             try:
-                await self._app(scope, receive, send_with_id)
+                await self._app(scope, watch_disconnect, send_with_id)
             finally:
                 self._in_flight -= limited
         finally:
             self._metrics.in_flight.dec()
+            if disconnected and status >= 500:
+                # Nobody was left to answer: not the server's failure, so not counted as a 500.
+                status = CLIENT_CLOSED_REQUEST
             self._record(scope, context.started, status, context.model, context.version)
             end_request(token)
 

@@ -141,3 +141,31 @@ def test_access_log_is_off_by_default(repository: Path, caplog: pytest.LogCaptur
         with caplog.at_level("INFO", logger="service"):
             client.post("/v2/models/m/infer", json=infer_body())
         assert not [r for r in caplog.records if r.name == "service.access"]
+
+
+async def test_a_client_that_disconnects_is_not_counted_as_a_server_error(repository: Path) -> None:
+    app = create_app(Settings(repository=repository))
+    sent: list[dict[str, object]] = []
+
+    async def gone() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async with app.lifespan():
+        for path in ("/v2/models/m/infer", "/v2/models/m/activations"):  # the direct path and a Litestar route
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": None,
+            }  # fmt: skip
+            await app(scope, gone, send)  # type: ignore[arg-type]
+        metrics = app.state.metrics.exposition().decode()
+    statuses = {
+        sample.labels["status"]
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "weightserve_http_requests"
+        for sample in family.samples
+    }
+    assert statuses == {"499"}
