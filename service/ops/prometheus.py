@@ -91,6 +91,12 @@ class ServiceMetrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        self.batch_failures = Counter(
+            "weightserve_batch_failures",
+            "Shared batches that failed, so each of their requests ran again on its own.",
+            ["model", "version"],
+            registry=r,
+        )
         self.models_loaded = Gauge(
             "weightserve_models_loaded",
             "Model versions loaded and serving.",

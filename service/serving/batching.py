@@ -2,7 +2,8 @@
 
 Knows nothing of ONNX or HTTP: it is built with an async ``run`` callable over named arrays whose
 first axis is the batch axis. Each request has its own future and gets exactly its own rows back;
-a failing batch is retried request by request so one bad request never fails its neighbours.
+a failing batch is logged, counted and retried request by request, so one bad request never fails its
+neighbours.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ RunFn = Callable[[Arrays], Awaitable[Arrays]]
 BlockingRunFn = Callable[[Arrays], Arrays]
 BatchObserver = Callable[[int, int], None]
 """Called after each execution with (rows, compute nanoseconds)."""
+FailureObserver = Callable[[int, Exception], None]
+"""Called when a shared batch fails, with (requests in it, the error), before they rerun one by one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +128,10 @@ class DynamicBatcher:
         label: str,
         observer: BatchObserver | None = None,
         thread: InferenceThread | None = None,
+        on_batch_failure: FailureObserver | None = None,
     ) -> None:
         self._run = run
+        self._on_batch_failure = on_batch_failure
         self._thread = thread
         self._policy = policy
         self._label = label
@@ -141,7 +146,12 @@ class DynamicBatcher:
 
     @classmethod
     def blocking(
-        cls, run: BlockingRunFn, policy: BatchPolicy, label: str, observer: BatchObserver | None = None
+        cls,
+        run: BlockingRunFn,
+        policy: BatchPolicy,
+        label: str,
+        observer: BatchObserver | None = None,
+        on_batch_failure: FailureObserver | None = None,
     ) -> DynamicBatcher:
         """A batcher over a blocking ``run``, executed on its own inference thread (closed with it)."""
         thread = InferenceThread(f"infer {label}")
@@ -150,7 +160,7 @@ class DynamicBatcher:
             outputs: Arrays = await thread.call(lambda: run(feeds))
             return outputs
 
-        return cls(run_on_thread, policy, label, observer, thread)
+        return cls(run_on_thread, policy, label, observer, thread, on_batch_failure)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -311,7 +321,17 @@ class DynamicBatcher:
             outputs, compute_ns = await self._timed(feeds, sum(item.rows for item in batch))
             parts = _split(outputs, [item.rows for item in batch])
         except Exception as exc:  # isolate: rerun each request on its own
-            log.info("%s: batch of %d failed (%s); retrying requests one by one", self._label, len(batch), exc)
+            # Usually one bad request among good ones; if every batch fails, the model itself cannot
+            # batch (say, a hidden fixed batch size) and each request pays for two runs: worth a warning.
+            log.warning(
+                "%s: batch of %d requests failed (%s: %s); rerunning them one by one",
+                self._label,
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            if self._on_batch_failure is not None:
+                self._on_batch_failure(len(batch), exc)
             for item in batch:
                 await self._run_alone(item, time.monotonic_ns())
             return

@@ -85,6 +85,11 @@ class LoadedVersion:
         if self._batch_size is not None:
             self._batch_size.observe(rows)
 
+    def observe_batch_failure(self, requests: int, error: Exception) -> None:
+        """A shared batch failed and its requests rerun one by one (see the batcher's warning)."""
+        if self.metrics is not None:
+            self.metrics.batch_failures.labels(self.spec.name, str(self.spec.version)).inc()
+
     def _enter(self) -> None:
         self._in_flight += 1
         self._idle.clear()

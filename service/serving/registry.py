@@ -299,7 +299,7 @@ class ModelRegistry:
             except ServiceError as exc:
                 raise ModelLoadError(f"{label}: warm-up run failed: {exc.message}") from exc
         loaded = LoadedVersion(spec, model, config, InferenceStats(), None, fingerprint, metrics=self._metrics)
-        loaded.runner = self._runner(model, config, loaded.observe_execution, label)
+        loaded.runner = self._runner(model, config, loaded, label)
         if loaded.runner is None:
             loaded.gate = AdmissionGate(
                 label,
@@ -310,7 +310,7 @@ class ModelRegistry:
         return loaded
 
     def _runner(
-        self, model: OnnxModel, config: ModelConfig, observer: Callable[[int, int], None], label: str
+        self, model: OnnxModel, config: ModelConfig, loaded: LoadedVersion, label: str
     ) -> DynamicBatcher | None:
         batching = config.batching
         max_batch = batching.max_batch_size or self._settings.max_batch_size
@@ -329,7 +329,9 @@ class ModelRegistry:
             max_queue_size=batching.max_queue_size or self._settings.max_queue_size,
             timeout_s=self._settings.request_timeout_s,
         )
-        return DynamicBatcher.blocking(model.run_sync, policy, label, observer)
+        return DynamicBatcher.blocking(
+            model.run_sync, policy, label, loaded.observe_execution, loaded.observe_batch_failure
+        )
 
     async def _retire(self, name: str, versions: list[LoadedVersion], reason: str) -> None:
         for loaded in versions:

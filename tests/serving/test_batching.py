@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import orjson
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from service.app import create_app
 from service.errors import InvalidInput, ModelNotReady, Overloaded
@@ -104,6 +106,28 @@ async def test_one_bad_request_fails_alone_and_its_neighbours_succeed() -> None:
     # The shared batch failed once, then every request ran on its own.
     assert model.batches[:2] == [1, 6]
     assert sorted(model.batches[2:]) == [1, 1, 1, 1, 2]
+    await batcher.aclose()
+
+
+async def test_a_failed_batch_is_logged_as_a_warning_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+    gate = asyncio.Event()
+    model = FakeModel(gate)
+    failures: list[tuple[int, str]] = []
+    batcher = DynamicBatcher(
+        model.run, BatchPolicy(max_batch_size=64), "fake version 1", on_batch_failure=lambda n, e: failures.append((n, str(e)))
+    )
+    batcher.start()
+    blocker = asyncio.create_task(batcher.submit({"x": rows(0.0)}, 1))
+    await settle()
+    queued = [asyncio.create_task(batcher.submit({"x": rows(v)}, 1)) for v in (1.0, -1.0, 2.0)]
+    await settle()
+    with caplog.at_level("WARNING", logger="service.serving.batching"):
+        gate.set()
+        await blocker
+        await asyncio.gather(*queued, return_exceptions=True)
+    assert failures == [(3, "negative input")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["fake version 1: batch of 3 requests failed (InvalidInput: negative input); rerunning them one by one"]
     await batcher.aclose()
 
 
@@ -301,9 +325,25 @@ def output_of(body: bytes) -> np.ndarray:
     return np.asarray(entry["data"], dtype=np.float32).reshape(entry["shape"])
 
 
+def _hidden_batch_of_one() -> onnx.ModelProto:
+    """Declares a dynamic batch axis but reshapes to one row inside: any shared batch fails."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    shape = numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "one_row")
+    nodes = [
+        helper.make_node("Reshape", ["x", "one_row"], ["row"]),
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("Expand", ["row", "x_shape"], ["y"]),  # keeps the output's batch axis symbolic
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], [shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
     mf.save(mf.identity("FP32", width=4), tmp_path, "echo")
+    (tmp_path / "one_row" / "1").mkdir(parents=True)
+    onnx.save(_hidden_batch_of_one(), tmp_path / "one_row" / "1" / "model.onnx")
     mf.save(mf.identity("FP32", width=4), tmp_path, "tiny_queue")
     (tmp_path / "tiny_queue" / "config.json").write_text(json.dumps({"batching": {"max_queue_size": 1}}))
     return tmp_path
@@ -328,6 +368,21 @@ async def test_real_app_returns_each_request_its_own_rows_and_rejects_bad_ones_a
         stats = loaded.stats.as_json("echo", "1")
         assert stats["inference_count"] == sum(len(x) for x in inputs)
         assert stats["execution_count"] < len(inputs)  # requests shared executions
+
+
+async def test_real_app_counts_failed_batches_and_still_answers_every_request(repository: Path) -> None:
+    app = create_app(Settings(repository=repository, log_level="warning", intra_op_threads=1))
+    async with app.lifespan():
+        inputs = [np.full((1, 4), i, dtype=np.float32) for i in range(16)]
+        answers = await asyncio.gather(*[call(app, "/v2/models/one_row/infer", infer_document("x", x)) for x in inputs])
+        for x, (status, _, body) in zip(inputs, answers, strict=True):
+            assert status == 200, body
+            np.testing.assert_array_equal(output_of(body), x)
+        metrics = app.state.metrics.exposition().decode()
+    failures = [line for line in metrics.splitlines() if line.startswith("weightserve_batch_failures_total{")]
+    assert len(failures) == 1
+    assert 'model="one_row"' in failures[0]
+    assert float(failures[0].rsplit(" ", 1)[1]) >= 1
 
 
 async def test_real_app_answers_503_with_retry_after_when_the_queue_is_full(repository: Path) -> None:
