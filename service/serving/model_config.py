@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -54,6 +54,33 @@ class VersionPolicy(BaseModel):
         return ordered
 
 
+class WarmupInput(BaseModel):
+    """One input of a warm-up sample: its datatype, shape, and zeros, random values, or literal values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    datatype: str
+    """V2 datatype, e.g. ``FP32``; must be the model's."""
+    shape: tuple[int, ...]
+    values: Literal["zeros", "random"] | list[Any] = "zeros"
+    """``zeros``, ``random`` (seeded), or the values themselves, flat or nested."""
+
+    @model_validator(mode="after")
+    def _shape_is_concrete(self) -> WarmupInput:
+        if any(dim < 0 for dim in self.shape):
+            raise ValueError(f"warm-up shape {list(self.shape)} must be concrete (no -1)")
+        return self
+
+
+class WarmupSample(BaseModel):
+    """A named warm-up request, like Triton's ``model_warmup``: every input of the model, given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    inputs: dict[str, WarmupInput]
+
+
 class ModelConfig(BaseModel):
     """Everything optional: a model folder without config.json gets these defaults."""
 
@@ -71,3 +98,6 @@ class ModelConfig(BaseModel):
 
     batching: BatchingConfig = BatchingConfig()
     version_policy: VersionPolicy = VersionPolicy()
+    warmup: tuple[WarmupSample, ...] = ()
+    """Warm-up requests that must all run before the version takes traffic; without any, warm-up is
+    best effort (guessed inputs; a model no guess runs is served with a warning)."""

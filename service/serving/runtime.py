@@ -86,6 +86,10 @@ class OnnxModel:
         self.requested_providers = requested
         self.providers: tuple[str, ...] = tuple(session.get_providers())
         self.inputs = tuple(_spec(arg) for arg in session.get_inputs())
+        # Symbolic dimension names (None where unnamed or fixed): warm-up sizes alike-named axes alike.
+        self.input_dim_names: dict[str, tuple[str | None, ...]] = {
+            arg.name: tuple(dim if isinstance(dim, str) else None for dim in arg.shape) for arg in session.get_inputs()
+        }
         self.outputs = tuple(_spec(arg) for arg in session.get_outputs())
         self.output_names = tuple(spec.name for spec in self.outputs)
         # numpy has no bfloat16 that onnxruntime's run() accepts; such models go through OrtValues.
