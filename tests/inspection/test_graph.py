@@ -86,7 +86,8 @@ def test_no_head_without_a_global_pool(dead_mlp_path: Path) -> None:
 
     assert found.feature_map is None
     assert not found.differentiable
-    assert found.problem is not None and "no global average pooling" in found.problem
+    assert found.problem is not None
+    assert "no global average pooling" in found.problem
 
 
 def test_watched_values_are_layer_and_activation_outputs(dead_mlp_path: Path) -> None:

@@ -9,7 +9,6 @@ first Linear's 1024 outputs, so `/explain` takes gradients through the whole hea
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -129,7 +128,8 @@ def test_mobilenet_v3_small_refuses_cam_and_classes_it_does_not_have(
     assert cam.status_code == 400
     message = cam.json()["error"]
     assert "ReduceMean -> Reshape -> Gemm -> HardSwish -> Gemm" in message
-    assert "'grad-cam'" in message and "'occlusion'" in message
+    assert "'grad-cam'" in message
+    assert "'occlusion'" in message
     assert beyond.status_code == 400
     assert "unknown class 1010: the scored output has 1000 classes" in beyond.json()["error"]
     assert occlusion.status_code == 200, occlusion.text
