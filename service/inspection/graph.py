@@ -195,10 +195,9 @@ def watched_values(model: onnx.ModelProto) -> list[WatchedValue]:
 def unreachable_values(model: onnx.ModelProto) -> list[UnreachableValue]:
     """The values worth watching inside control-flow subgraphs, each with its place and the reason."""
     found: list[UnreachableValue] = []
-    outer = set(constants(model.graph))
+    outer = frozenset(constants(model.graph))
     for index, node in enumerate(model.graph.node):
-        for place, owner, body in _subgraphs(node, index, ""):
-            consts = outer | set(constants(body))
+        for place, owner, body, consts in _subgraphs(node, index, "", outer):
             reason = (
                 f"lives inside the {place.rsplit('/', 1)[-1]} subgraph of {owner.op_type} node "
                 f"'{owner.name or owner.op_type}'; onnxruntime returns only values of the main graph, "
@@ -214,9 +213,10 @@ def unreachable_values(model: onnx.ModelProto) -> list[UnreachableValue]:
 
 
 def _subgraphs(
-    node: onnx.NodeProto, index: int, prefix: str
-) -> Iterator[tuple[str, onnx.NodeProto, onnx.GraphProto]]:
-    """(place, owning node, body) for every subgraph under a node, nested ones included."""
+    node: onnx.NodeProto, index: int, prefix: str, outer: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, onnx.NodeProto, onnx.GraphProto, frozenset[str]]]:
+    """(place, owning node, body, names of the constants visible in it) for every subgraph under a
+    node, nested ones included; a body sees its own constants and those of every enclosing graph."""
     label = f"{prefix}{node.name or f'{node.op_type}_{index}'}"
     for attr in node.attribute:
         bodies: Sequence[onnx.GraphProto] = []
@@ -226,15 +226,16 @@ def _subgraphs(
             bodies = list(attr.graphs)
         for number, body in enumerate(bodies):
             place = f"{label}/{attr.name}" + (f"[{number}]" if len(bodies) > 1 else "")
-            yield place, node, body
+            visible = outer | frozenset(constants(body))
+            yield place, node, body, visible
             for inner_index, inner in enumerate(body.node):
-                yield from _subgraphs(inner, inner_index, place + "/")
+                yield from _subgraphs(inner, inner_index, place + "/", visible)
 
 
 def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     """Outer-scope values a node's subgraphs read without listing them as the node's inputs."""
     used: set[str] = set()
-    for _, _, body in _subgraphs(node, 0, ""):
+    for _, _, body, _ in _subgraphs(node, 0, ""):
         defined = {i.name for i in body.input} | {i.name for i in body.initializer}
         defined |= {out for inner in body.node for out in inner.output}
         used |= {name for inner in body.node for name in inner.input if name and name not in defined}

@@ -59,7 +59,7 @@ class InspectionSession:
     """One model version's inspection session and the graph facts inspection needs."""
 
     def __init__(self, model_path: Path, *, threads: int = 1, label: str | None = None) -> None:
-        self.label = label or model_path.parent.name or str(model_path)
+        self.label = label or str(model_path)
         try:
             model = onnx.load(str(model_path))
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:

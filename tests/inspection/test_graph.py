@@ -124,3 +124,47 @@ def test_image_input_is_the_rank_4_input(
     assert image is not None
     assert (image.name, image.channels, image.height, image.width, image.batched) == ("image", 1, 6, 6, True)
     assert image_input(onnx.load(str(dead_mlp_path))) is None
+
+
+def test_values_in_nested_subgraphs_name_the_whole_path() -> None:
+    # If -> else_branch -> Scan -> body -> Sigmoid(MatMul(row, w)): two levels down, with the weight a
+    # Constant node of the else branch (visible to the Scan body inside it).
+    w = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(np.ones((2, 2), np.float32)))
+    scan_body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["row", "w"], ["scan_mm"], name="scan_fc"),
+            helper.make_node("Sigmoid", ["scan_mm"], ["scan_act"], name="scan_sigmoid"),
+        ],
+        "scan_body",
+        [helper.make_tensor_value_info("row", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("scan_act", TensorProto.FLOAT, [1, 2])],
+    )
+    scan = helper.make_node("Scan", ["x"], ["scanned"], name="scan", body=scan_body, num_scan_inputs=1)
+    else_branch = helper.make_graph(
+        [w, scan], "else_branch", [], [helper.make_tensor_value_info("scanned", TensorProto.FLOAT, [3, 1, 2])]
+    )
+    then_branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["same"])],
+        "then_branch",
+        [],
+        [helper.make_tensor_value_info("same", TensorProto.FLOAT, [3, 1, 2])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], name="choose", then_branch=then_branch, else_branch=else_branch)],
+        "nested",
+        [
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 1, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+
+    found = unreachable_values(model)
+
+    assert [(v.name, v.kind, v.place) for v in found] == [
+        ("scan_mm", "layer", "choose/else_branch/scan/body"),
+        ("scan_act", "activation", "choose/else_branch/scan/body"),
+    ]
+    assert "body subgraph of Scan node 'scan'" in found[0].reason
