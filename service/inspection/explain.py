@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InvalidRequest
+from service.errors import InferenceFailed, InvalidRequest
 from service.inspection.backprop import backpropagate
 from service.inspection.head import Head
 from service.inspection.heatmap import normalise, upsample_bilinear
@@ -162,14 +162,20 @@ def _gradient_map(
     targets, predicted = _targets(scores, options.target, labels)
     seed = np.zeros(scores.shape)
     seed[np.arange(len(targets)), targets] = 1.0
-    gradient = backpropagate(
-        head.nodes,
-        {**head.constants, **values},
-        wrt=head.feature_map,
-        output=head.output,
-        seed=seed.reshape(values[head.output].shape),
-        opset=session.opset,
-    )
+    try:
+        gradient = backpropagate(
+            head.nodes,
+            {**head.constants, **values},
+            wrt=head.feature_map,
+            output=head.output,
+            seed=seed.reshape(values[head.output].shape),
+            opset=session.opset,
+        )
+    except (ValueError, IndexError, TypeError) as exc:  # a head the static checks let through by mistake
+        raise InferenceFailed(
+            f"gradients through the head of output '{head.output}' failed: {exc}; method 'occlusion' "
+            "works for any image model"
+        ) from exc
     coarse = grad_cam(maps, gradient)
     return Explanation(
         method,
@@ -195,6 +201,8 @@ def grad_cam(feature_map: np.ndarray, gradient: np.ndarray) -> np.ndarray:
 
 
 def _scores(value: np.ndarray, samples: int, name: str) -> np.ndarray:
+    if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+        raise InvalidRequest(f"output '{name}' holds {value.dtype} values, not scores")
     if value.ndim == 0 or value.shape[0] != samples:
         raise InvalidRequest(f"output '{name}' has shape {list(value.shape)}, which has no row per image")
     return value.reshape(samples, -1).astype(np.float64)

@@ -138,8 +138,10 @@ class InspectionSession:
         if unknown:
             raise InvalidRequest(f"unknown intermediate value(s): {', '.join(map(repr, unknown))}")
         wanted = list(dict.fromkeys(n for n in names if n in self.available))
-        with map_run_errors(self.label):
-            arrays = self._session.run(wanted, dict(feeds))
+        arrays: list[np.ndarray] = []
+        if wanted:  # onnxruntime reads an empty list as "every output"
+            with map_run_errors(self.label):
+                arrays = self._session.run(wanted, dict(feeds))
         values = {name: np.asarray(a) for name, a in zip(wanted, arrays, strict=True)}
         values |= {n: np.asarray(feeds[n]) for n in names if n not in values}
         if cap_bytes is not None:

@@ -107,3 +107,21 @@ def test_channels_follow_the_batch_axis() -> None:
     assert (stats["batch_axis"], stats["channel_axis"]) == (1, 2)
     assert stats["never_active_channels"] == [0, 2, 3]
     assert value_stats(np.ones(4), batch_axis=None)["channel_axis"] is None
+
+
+def test_a_model_with_nothing_to_watch_answers_with_no_values(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(tmp_path / "identity.onnx"))
+    session = InspectionSession(tmp_path / "identity.onnx")
+
+    assert session.watched == ()
+    assert session.run({"x": np.zeros((1, 2), np.float32)}, []) == {}
