@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import anyio.to_thread
 import numpy as np
-import orjson
 
 from service.errors import InvalidInput, InvalidRequest
 from service.inspection.activations import DEFAULT_BINS, MAX_BINS, value_stats
@@ -24,12 +23,11 @@ from service.inspection.evaluation import classification_metrics, image_metrics,
 from service.inspection.explain import ExplainOptions, Explanation, explain
 from service.inspection.render import heatmap_png
 from service.inspection.session import InspectionSession
-from service.protocol import compression
-from service.protocol.datatypes import NUMPY, datatype_of
+from service.protocol.datatypes import NUMPY
 from service.protocol.decode import decode_inputs
-from service.protocol.encode import EncodedResponse
+from service.protocol.encode import EncodedResponse, encode_response
 from service.protocol.request import InferRequest, parse_request
-from service.protocol.signature import TensorSpec
+from service.protocol.signature import TensorSpec, request_rows
 from service.serving.loaded_version import LoadedVersion
 from service.settings import InspectionSettings
 
@@ -55,7 +53,9 @@ class Inspector:
             if found is not None:
                 self._sessions.move_to_end(key)
                 return found
-            build = partial(InspectionSession, loaded.spec.model_path, threads=self.settings.threads)
+            build = partial(
+                InspectionSession, loaded.spec.model_path, threads=self.settings.threads, label=loaded.model.label
+            )
             session = await anyio.to_thread.run_sync(build)
             # A swapped version (same name and number, new files) leaves its old session behind.
             for stale in [k for k in self._sessions if k[:2] == key[:2]]:
@@ -71,34 +71,42 @@ class Inspector:
         self, loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
     ) -> EncodedResponse:
         request, feeds = _decode(loaded, body, headers, max_bytes)
+        rows = request_rows(loaded.model.inputs, feeds)
         session = await self.session(loaded)
         bins = _bins(request.parameters)
         watched = {v.name: v for v in session.watched}
-        names = _chosen_values(request.parameters, watched)
-        raw = _raw_outputs(request, session)
+        unreachable = {v.name: v for v in session.unreachable}
+        names, skipped = _chosen_values(request.parameters, watched, unreachable)
+        raw = _raw_outputs(request, session, unreachable)
+        skipped += [name for name, _ in raw if name in unreachable and name not in skipped]
+        raw = [(name, binary) for name, binary in raw if name not in unreachable]
         wanted = list(dict.fromkeys([*names, *(name for name, _ in raw)]))
-        session.check_budget(wanted, _rows(feeds), self.settings.max_bytes)
+        session.check_budget(wanted, feeds, self.settings.max_bytes)
 
         def work() -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
             values = session.run(feeds, wanted, self.settings.max_bytes)
             blocks = [
                 {"name": n, "op_type": watched[n].op_type, "node": watched[n].node, "kind": watched[n].kind}
-                | value_stats(values[n], bins)
+                | value_stats(values[n], bins, session.value_batch_axis(n))
                 for n in names
             ]
             return blocks, values
 
         async with self._slots:
             blocks, values = await anyio.to_thread.run_sync(work)
-        header: dict[str, Any] = {
-            "model_name": loaded.name,
-            "model_version": str(loaded.version),
-            "batch_size": _rows(feeds),
+        fields: dict[str, Any] = {
+            "batch_size": rows,
             "values": blocks,
+            "not_inspectable": [unreachable[name].as_json() for name in skipped],
         }
-        if request.id is not None:
-            header["id"] = request.id
-        return _encode(header, [(name, values[name], binary) for name, binary in raw], headers)
+        return encode_response(
+            model_name=loaded.name,
+            model_version=str(loaded.version),
+            request_id=request.id,
+            outputs=[(name, values[name], binary) for name, binary in raw] or None,
+            accept_encoding=headers.get("accept-encoding"),
+            fields=fields,
+        )
 
     # ---------------------------------------------------------------------------------- explain
 
@@ -106,6 +114,7 @@ class Inspector:
         self, loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
     ) -> EncodedResponse:
         request, feeds = _decode(loaded, body, headers, max_bytes)
+        request_rows(loaded.model.inputs, feeds)
         options = ExplainOptions.from_parameters(request.parameters)
         session = await self.session(loaded)
         labels = _task(loaded).get("labels")
@@ -127,7 +136,14 @@ class Inspector:
                 partial(heatmap_png, images, result.heatmaps, self.settings.png_size)
             )
             return EncodedResponse(png, {}, "image/png")
-        return _encode(_explanation_json(loaded, request, result, labels), [], headers)
+        return encode_response(
+            model_name=loaded.name,
+            model_version=str(loaded.version),
+            request_id=request.id,
+            outputs=None,
+            accept_encoding=headers.get("accept-encoding"),
+            fields=_explanation_fields(result, labels),
+        )
 
     # --------------------------------------------------------------------------------- evaluate
 
@@ -160,14 +176,18 @@ class Inspector:
             raise InvalidRequest(
                 f"unknown output '{output}'; the model's outputs are {list(loaded.model.output_names)}"
             )
-        outcome = await loaded.infer(feeds, _rows(feeds))
-        metrics = await anyio.to_thread.run_sync(
-            partial(_metrics, _task(loaded), outcome.outputs[output], targets)
+        outcome = await loaded.infer(feeds, request_rows(loaded.model.inputs, feeds))
+        spec = next(s for s in loaded.model.outputs if s.name == output)
+        predictions, targets = _samples_first(outcome.outputs[output], targets, spec.batch_axis)
+        metrics = await anyio.to_thread.run_sync(partial(_metrics, _task(loaded), predictions, targets))
+        return encode_response(
+            model_name=loaded.name,
+            model_version=str(loaded.version),
+            request_id=request.id,
+            outputs=None,
+            accept_encoding=headers.get("accept-encoding"),
+            fields={"output": output} | metrics,
         )
-        header = {"model_name": loaded.name, "model_version": str(loaded.version), "output": output} | metrics
-        if request.id is not None:
-            header["id"] = request.id
-        return _encode(header, [], headers)
 
 
 def _decode(
@@ -177,11 +197,15 @@ def _decode(
     return request, decode_inputs(request, loaded.model.inputs, loaded.name, max_bytes)
 
 
-def _rows(feeds: Mapping[str, np.ndarray]) -> int:
-    sizes = {array.shape[0] for array in feeds.values() if array.ndim}
-    if len(sizes) > 1:
-        raise InvalidInput(f"inputs disagree on the batch dimension: {sorted(sizes)}")
-    return sizes.pop() if sizes else 1
+def _samples_first(
+    outputs: np.ndarray, targets: np.ndarray, axis: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs (and targets given in the output's layout) with the samples on axis 0, as the metrics
+    count them: a time-major [T, batch, ...] output is one sample per batch row, not per step."""
+    if axis is None or axis == 0 or axis >= outputs.ndim:
+        return outputs, targets
+    moved = np.moveaxis(outputs, axis, 0)
+    return moved, np.moveaxis(targets, axis, 0) if targets.shape == outputs.shape else targets
 
 
 def _bins(params: Mapping[str, Any]) -> int:
@@ -191,26 +215,31 @@ def _bins(params: Mapping[str, Any]) -> int:
     return value
 
 
-def _chosen_values(params: Mapping[str, Any], watched: Mapping[str, Any]) -> list[str]:
-    """Watched values named in the comma-separated parameter `values`, or all of them."""
+def _chosen_values(
+    params: Mapping[str, Any], watched: Mapping[str, Any], unreachable: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """(watched values to report, values inside subgraphs to list as not inspectable), from the
+    comma-separated parameter `values`, or all of them."""
     if "values" not in params:
-        return list(watched)
+        return list(watched), list(unreachable)
     names = [name.strip() for name in str(params["values"]).split(",") if name.strip()]
-    unknown = [name for name in names if name not in watched]
+    unknown = [name for name in names if name not in watched and name not in unreachable]
     if unknown:
         raise InvalidRequest(
             f"unknown intermediate value(s) {unknown}; this model's values are {list(watched)}"
         )
-    return names
+    return [n for n in names if n in watched], [n for n in names if n in unreachable]
 
 
-def _raw_outputs(request: InferRequest, session: InspectionSession) -> list[tuple[str, bool]]:
+def _raw_outputs(
+    request: InferRequest, session: InspectionSession, unreachable: Mapping[str, Any]
+) -> list[tuple[str, bool]]:
     """Values whose raw tensors the request asks for through the V2 `outputs` list."""
     if not request.outputs:
         return []
     chosen = []
     for output in request.outputs:
-        if output.name not in session.available:
+        if output.name not in session.available and output.name not in unreachable:
             raise InvalidRequest(
                 f"unknown intermediate value '{output.name}'; ask for one of {sorted(session.available)}"
             )
@@ -243,12 +272,8 @@ def _metrics(task: Mapping[str, Any], outputs: np.ndarray, targets: np.ndarray) 
     )
 
 
-def _explanation_json(
-    loaded: LoadedVersion, request: InferRequest, result: Explanation, labels: object
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model_name": loaded.name,
-        "model_version": str(loaded.version),
+def _explanation_fields(result: Explanation, labels: object) -> dict[str, Any]:
+    fields: dict[str, Any] = {
         "method": result.method,
         "scores_output": result.scores_name,
         "targets": result.targets.tolist(),
@@ -258,39 +283,12 @@ def _explanation_json(
         "heatmaps": np.ascontiguousarray(result.heatmaps),
     }
     if isinstance(labels, list):
-        body["labels"] = labels
-    if result.feature_map is not None:
-        body["feature_map"] = {"name": result.feature_map, "shape": list(result.feature_map_shape or ())}
-    if request.id is not None:
-        body["id"] = request.id
-    return body
-
-
-def _encode(
-    header: dict[str, Any], outputs: Sequence[tuple[str, np.ndarray, bool]], headers: Mapping[str, str]
-) -> EncodedResponse:
-    """JSON (plus Triton binary chunks for raw tensors), compressed as the client accepts."""
-    entries, chunks = [], []
-    for name, array, binary in outputs:
-        datatype = datatype_of(array)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            chunk = np.ascontiguousarray(array, dtype=NUMPY[datatype]).tobytes()
-            entry["parameters"] = {"binary_data_size": len(chunk)}
-            chunks.append(chunk)
-        else:
-            entry["data"] = np.ascontiguousarray(array).reshape(-1)
-        entries.append(entry)
-    if entries:
-        header["outputs"] = entries
-    json_part = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
-    response_headers: dict[str, str] = {}
-    body, media_type = json_part, "application/json"
-    if chunks:
-        response_headers["Inference-Header-Content-Length"] = str(len(json_part))
-        body, media_type = b"".join([json_part, *chunks]), "application/octet-stream"
-    encoding = compression.negotiate(headers.get("accept-encoding"))
-    if encoding is not None:
-        body = compression.compress(body, encoding)
-        response_headers["Content-Encoding"] = encoding
-    return EncodedResponse(body, response_headers, media_type)
+        fields["labels"] = labels
+    if result.feature_map is not None and result.coarse is not None:
+        fields["feature_map"] = {
+            "name": result.feature_map,
+            "shape": list(result.feature_map_shape or ()),
+            "heatmaps": np.ascontiguousarray(result.coarse),
+        }
+        fields["head"] = list(result.head)
+    return fields

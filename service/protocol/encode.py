@@ -1,11 +1,12 @@
 """V2 responses: the outputs a request asked for, as JSON or binary tensor data, compressed on request.
 
-Binary chunks follow the JSON header in the order of the outputs in it.
+Binary chunks follow the JSON header in the order of the outputs in it. The inference extensions
+(activations, explain, evaluate) answer through the same encoder with their own header fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +50,20 @@ def encode_response(
     model_name: str,
     model_version: str,
     request_id: str | None,
-    outputs: Sequence[tuple[str, np.ndarray, bool]],
+    outputs: Sequence[tuple[str, np.ndarray, bool]] | None,
     accept_encoding: str | None,
+    fields: Mapping[str, Any] | None = None,
 ) -> EncodedResponse:
+    """The V2 response: header fields, then (name, array, as_binary) outputs; ``outputs=None`` leaves
+    the ``outputs`` key out (an extension's answer with no tensors). ``fields`` are extra header keys,
+    which may hold numpy arrays (written as JSON lists)."""
     header: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         header["id"] = request_id
+    if fields:
+        header.update(fields)
     entries, chunks = [], []
-    for name, array, binary in outputs:
+    for name, array, binary in outputs or ():
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
@@ -66,7 +73,8 @@ def encode_response(
         else:
             entry["data"] = _to_json_data(array, datatype)
         entries.append(entry)
-    header["outputs"] = entries
+    if outputs is not None:
+        header["outputs"] = entries
     json_part = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     headers: dict[str, str] = {}
     if chunks:

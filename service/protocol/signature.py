@@ -1,10 +1,25 @@
-"""The signature of a model's inputs and outputs, independent of the runtime behind it."""
+"""The signature of a model's inputs and outputs, independent of the runtime behind it, and the one rule
+for how many samples (rows) a request carries.
+
+The batch axis of a tensor is its first dynamic dimension: ``[-1, 3, 8, 8]`` is batched on axis 0, a
+recurrent state ``[2, -1, 128]`` on axis 1; a tensor with only fixed dimensions (a 0-d scalar such as a
+sample rate, a ``[2, 3]`` table) has none. The rows of a request are the size every input with a batch
+axis has along it; a request whose inputs have no batch axis at all is one row.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from service.errors import InvalidInput
+
+
+def batch_axis(shape: Sequence[int]) -> int | None:
+    """The first dynamic (-1) dimension of a signature shape, or None when every dimension is fixed."""
+    return next((axis for axis, dim in enumerate(shape) if dim < 0), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,9 +32,30 @@ class TensorSpec:
     dtype: np.dtype[np.generic]
 
     @property
+    def batch_axis(self) -> int | None:
+        """The axis along which samples stack (see the module's rule), or None."""
+        return batch_axis(self.shape)
+
+    @property
     def batched(self) -> bool:
-        """The first axis is dynamic, so requests can be stacked along it."""
-        return bool(self.shape) and self.shape[0] == -1
+        """The first axis is the batch axis, so requests can be stacked along it."""
+        return self.batch_axis == 0
 
     def as_metadata(self) -> dict[str, object]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+def request_rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples in a request: the size shared by every input along its batch axis; 1 when no input has
+    one. Inputs that disagree are a caller mistake (400) named here, before the model sees them."""
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        axis = spec.batch_axis
+        array = feeds.get(spec.name)
+        if axis is not None and array is not None and axis < array.ndim:
+            sizes[spec.name] = int(array.shape[axis])
+    distinct = sorted(set(sizes.values()))
+    if len(distinct) > 1:
+        detail = ", ".join(f"'{name}' has {size}" for name, size in sizes.items())
+        raise InvalidInput(f"inputs disagree on the batch dimension: {detail}")
+    return distinct[0] if distinct else 1

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-import numpy as np
-
-from service.errors import InvalidInput, ServiceError
+from service.errors import ServiceError
 from service.protocol.decode import decode_inputs
 from service.protocol.encode import EncodedResponse, encode_response, select_outputs
 from service.protocol.request import parse_request
+from service.protocol.signature import request_rows
 from service.serving.registry import ModelRegistry
 from service.settings import Settings
 
@@ -29,7 +28,7 @@ async def infer(
             request = parse_request(body, headers, settings.max_request_bytes)
             feeds = decode_inputs(request, loaded.model.inputs, name, settings.max_request_bytes)
             selected = select_outputs(request, loaded.model.output_names, name)
-            rows = _rows(feeds, all(spec.batched for spec in loaded.model.inputs))
+            rows = request_rows(loaded.model.inputs, feeds)
             decoded = time.perf_counter_ns()
             outcome = await loaded.infer(feeds, rows)
             ran = time.perf_counter_ns()
@@ -54,12 +53,3 @@ async def infer(
         )
     return response
 
-
-def _rows(feeds: Mapping[str, np.ndarray], batch_axis: bool) -> int:
-    """Samples in the request: the shared leading dimension when the model has a batch axis, else 1."""
-    if not batch_axis:
-        return 1
-    sizes = {array.shape[0] for array in feeds.values()}
-    if len(sizes) != 1:
-        raise InvalidInput(f"inputs disagree on the batch dimension: {sorted(sizes)}")
-    return int(sizes.pop())

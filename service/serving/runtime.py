@@ -22,7 +22,7 @@ from service.protocol.datatypes import FROM_ORT, NUMPY
 from service.protocol.signature import TensorSpec
 from service.settings import GraphOptimization
 
-__all__ = ["OnnxModel", "SessionOptions", "TensorSpec", "available_providers"]
+__all__ = ["OnnxModel", "SessionOptions", "TensorSpec", "available_providers", "map_load_errors", "map_run_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ _OPTIMIZATION = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 
-# onnxruntime raises these for caller mistakes (wrong shape that metadata allowed, bad values).
-_INPUT_ERRORS: tuple[type[Exception], ...] = (ort_state.InvalidArgument, ort_state.InvalidProtobuf)
+# onnxruntime's pybind errors derive from Exception only, so they are named one by one.
+# Caller mistakes: a shape or type that the signature allowed but the graph does not, and the feeds
+# check onnxruntime's Python layer makes itself (missing or extra inputs: ValueError).
+_INPUT_ERRORS: tuple[type[Exception], ...] = (ort_state.InvalidArgument, ort_state.InvalidProtobuf, ValueError)
 _LOAD_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError)
 _RUN_ERRORS: tuple[type[Exception], ...] = (
     ort_state.Fail,
@@ -63,13 +65,24 @@ def available_providers() -> list[str]:
 
 
 @contextlib.contextmanager
-def _map_ort_errors(model: str) -> Iterator[None]:
+def map_run_errors(label: str) -> Iterator[None]:
+    """The one translation of onnxruntime's run errors: a caller mistake is InvalidInput (400), a
+    failure inside the model is InferenceFailed (500). Every session run in the service goes through it."""
     try:
         yield
     except _INPUT_ERRORS as exc:
-        raise InvalidInput(f"model '{model}' rejected the input: {_first_line(exc)}") from exc
+        raise InvalidInput(f"model '{label}' rejected the input: {_first_line(exc)}") from exc
     except _RUN_ERRORS as exc:
-        raise InferenceFailed(f"model '{model}' failed to run: {_first_line(exc)}") from exc
+        raise InferenceFailed(f"model '{label}' failed to run: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def map_load_errors(label: str) -> Iterator[None]:
+    """The one translation of onnxruntime's errors while building a session: ModelLoadError."""
+    try:
+        yield
+    except _INPUT_ERRORS + _RUN_ERRORS + _LOAD_ERRORS as exc:
+        raise ModelLoadError(f"onnxruntime cannot load {label}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -107,11 +120,9 @@ class OnnxModel:
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.graph_optimization_level = _OPTIMIZATION[options.graph_optimization]
         session_options.log_severity_level = 3
-        try:
+        with map_load_errors(label):
             # From a path, never bytes: onnxruntime checks external-data locations against the model dir.
             session = ort.InferenceSession(os.fspath(path), session_options, providers=list(providers))
-        except _INPUT_ERRORS + _RUN_ERRORS + _LOAD_ERRORS as exc:
-            raise ModelLoadError(f"onnxruntime cannot load {label}: {_first_line(exc)}") from exc
         model = cls(session, label, providers)
         if options.strict_providers and model.providers[0] != providers[0]:
             raise ModelLoadError(
@@ -123,7 +134,7 @@ class OnnxModel:
 
     def run_sync(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs else list(self.output_names)
-        with _map_ort_errors(self.label):
+        with map_run_errors(self.label):
             if self._bfloat16:
                 results = _run_with_ort_values(self._session, names, feeds)
             else:

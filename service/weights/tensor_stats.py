@@ -226,6 +226,17 @@ def histogram_json(spec: HistogramSpec, counts: np.ndarray) -> dict[str, Any]:
     return {"bins": spec.bins, "edges": [float(e) for e in spec.edges()], "counts": [int(c) for c in counts]}
 
 
+def value_histogram(finite_values: np.ndarray, bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """The histogram of a flat float64 array of finite values on [min, max], by the module's rules
+    (one bin when all values are equal or the range is too narrow for distinct bins). Shared by the
+    weight statistics and the activation statistics."""
+    if finite_values.size == 0:
+        return {"bins": 0, "edges": [], "counts": []}
+    low, high = float(finite_values.min()), float(finite_values.max())
+    spec = histogram_spec(bins, "minmax", low, high, max(abs(low), abs(high)))
+    return histogram_json(spec, bin_counts(finite_values, spec))
+
+
 def _finite_blocks(values: TensorValues, filter_nonfinite: bool) -> Iterator[np.ndarray]:
     for block in values.blocks():
         x = block.values.reshape(-1)

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from service.errors import InvalidRequest
-from service.inspection.activations import histogram, value_stats
+from service.inspection.activations import value_stats
 from service.inspection.session import InspectionSession
 
 from .conftest import DEAD_UNITS
@@ -55,7 +55,7 @@ def test_dead_units_are_the_channels_never_active(dead_mlp_path: Path) -> None:
 
 
 def test_constant_values_get_one_centred_bin_and_nan_is_counted_not_averaged() -> None:
-    assert histogram(np.full(5, 3.0)) == {"edges": [2.5, 3.5], "counts": [5]}
+    assert value_stats(np.full((5, 1), 3.0))["histogram"] == {"bins": 1, "edges": [2.5, 3.5], "counts": [5]}
     stats = value_stats(np.array([[1.0, np.nan], [3.0, np.inf]]))
     assert (stats["nan_count"], stats["inf_count"], stats["mean"]) == (1, 1, 2.0)
     assert stats["per_channel_mean"] == [2.0, None]
@@ -64,12 +64,64 @@ def test_constant_values_get_one_centred_bin_and_nan_is_counted_not_averaged() -
 def test_promoted_values_over_the_cap_are_refused(dead_mlp_path: Path) -> None:
     session = InspectionSession(dead_mlp_path)
     # [N, 6] float32 values: 24 bytes per sample each.
-    assert session.estimate_bytes(["hidden", "act"], batch=10) == 480
-    session.check_budget(["hidden", "act"], batch=10, cap_bytes=480)
+    ten, eleven = {"x": np.zeros((10, 3), np.float32)}, {"x": np.zeros((11, 3), np.float32)}
+    assert session.estimate_bytes(["hidden", "act"], ten) == 480
+    session.check_budget(["hidden", "act"], ten, cap_bytes=480)
     with pytest.raises(InvalidRequest, match="over the inspection cap"):
-        session.check_budget(["hidden", "act"], batch=11, cap_bytes=480)
+        session.check_budget(["hidden", "act"], eleven, cap_bytes=480)
 
 
 def test_unknown_value_names_are_refused(dead_mlp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="unknown intermediate value"):
         InspectionSession(dead_mlp_path).run({"x": np.zeros((1, 3), np.float32)}, ["nope"])
+
+
+@pytest.mark.parametrize("spread", [2.0**-52, 1e-300, 0.0])
+def test_a_near_constant_float64_value_gets_a_histogram_not_numpy_too_many_bins(spread: float) -> None:
+    # np.histogram(x, bins=64, range=(1, 1 + 2**-52)) raises "Too many bins for data range".
+    value = np.array([[1.0, 1.0 + spread], [1.0, 1.0]], dtype=np.float64)
+
+    stats = value_stats(value, bins=64)
+
+    histogram = stats["histogram"]
+    assert sum(histogram["counts"]) == 4
+    assert len(histogram["edges"]) == len(histogram["counts"]) + 1
+    assert histogram["edges"][0] <= 1.0 <= 1.0 + spread <= histogram["edges"][-1]
+
+
+def test_the_histogram_is_the_weight_statistics_one() -> None:
+    from service.weights.tensor_stats import value_histogram
+
+    data = np.random.default_rng(0).normal(size=(50, 4))
+
+    assert value_stats(data, bins=10)["histogram"] == value_histogram(data.reshape(-1), 10)
+
+
+def test_channels_follow_the_batch_axis() -> None:
+    # A recurrent state [layers, batch, hidden]: the channels are the hidden units on axis 2.
+    state = np.zeros((2, 3, 4))
+    state[:, :, 1] = 1.0
+
+    stats = value_stats(state, batch_axis=1)
+
+    assert (stats["batch_axis"], stats["channel_axis"]) == (1, 2)
+    assert stats["never_active_channels"] == [0, 2, 3]
+    assert value_stats(np.ones(4), batch_axis=None)["channel_axis"] is None
+
+
+def test_a_model_with_nothing_to_watch_answers_with_no_values(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(tmp_path / "identity.onnx"))
+    session = InspectionSession(tmp_path / "identity.onnx")
+
+    assert session.watched == ()
+    assert session.run({"x": np.zeros((1, 2), np.float32)}, []) == {}

@@ -88,6 +88,7 @@ def test_cam_equals_torch_grad_cam_on_the_digits_cnn(version_dir: Path, target: 
     result = explain(session, {"image": images}, ExplainOptions(method="cam", target=target))
     expected, chosen = _grad_cam(version_dir, images, None if target is None else np.full(24, target))
 
-    assert session.cam is not None
+    assert session.head("logits").exact_cam
+    assert result.method == "cam"
     assert result.targets.tolist() == chosen.tolist()
     np.testing.assert_allclose(result.heatmaps, expected, atol=1e-5)

@@ -149,7 +149,9 @@ def test_cam_heat_maps_match_the_library_and_render_as_png(client: TestClient[An
     body = response.json()
     assert body["method"] == "cam"
     assert body["labels"] == ["a", "b", "c"]
-    assert body["feature_map"] == {"name": "relu_out", "shape": [3, 4, 6, 6]}
+    assert (body["feature_map"]["name"], body["feature_map"]["shape"]) == ("relu_out", [3, 4, 6, 6])
+    np.testing.assert_allclose(body["feature_map"]["heatmaps"], expected.coarse, atol=1e-12)
+    assert body["head"] == ["GlobalAveragePool", "Flatten", "Gemm"]
     assert body["targets"] == body["predicted"] == expected.predicted.tolist()
     np.testing.assert_allclose(body["heatmaps"], expected.heatmaps, atol=1e-12)
     np.testing.assert_allclose(body["scores"], expected.scores, rtol=1e-6)
@@ -196,7 +198,7 @@ def test_occlusion_over_http_lights_only_the_scored_region(client: TestClient[An
             "region",
             [_tensor("image", np.ones((1, 1, 8, 8), np.float32))],
             {"method": "cam"},
-            "global-average-pool",
+            "no global average pooling",
         ),
         (
             "region",
