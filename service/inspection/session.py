@@ -32,9 +32,8 @@ from service.inspection.graph import (
     watched_values,
 )
 from service.inspection.head import Head, find_head
-from service.protocol.datatypes import FROM_ORT, NUMPY
-from service.protocol.signature import TensorSpec, batch_axis
-from service.serving.runtime import map_load_errors, map_run_errors
+from service.protocol.signature import TensorSpec, name_batch_axes
+from service.serving.runtime import map_load_errors, map_run_errors, tensor_spec
 
 Dim = int | str | None
 """A dimension as the graph gives it: a size, a symbolic name, or nothing."""
@@ -83,19 +82,19 @@ class InspectionSession:
             if head.differentiable:
                 promoted += [name for name in head.reads if name not in graph_inputs]
         self._session = _session_with_outputs(model, promoted, threads, self.label)
-        self.inputs: tuple[TensorSpec, ...] = tuple(
-            spec for arg in self._session.get_inputs() if (spec := _spec(arg)) is not None
-        )
+        # The serving session accepted these inputs, so each has a V2 datatype.
+        self.inputs: tuple[TensorSpec, ...] = name_batch_axes(
+            tuple(tensor_spec(arg) for arg in self._session.get_inputs()), ()
+        )[0]
         self.input_names: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
         self.available: frozenset[str] = frozenset(o.name for o in self._session.get_outputs())
         self._input_dims = {
             i.name: self._shapes[i.name].dims for i in model.graph.input if i.name in self._shapes
         }
         self._batch_symbols = {
-            dims[axis]
-            for dims in self._input_dims.values()
-            if (axis := batch_axis([d if isinstance(d, int) else -1 for d in dims])) is not None
-            and isinstance(dims[axis], str)
+            spec.dim_names[spec.batch_axis]
+            for spec in self.inputs
+            if spec.batch_axis is not None and spec.batch_axis < len(spec.dim_names) and spec.dim_names[spec.batch_axis]
         }
 
     def head(self, output: str) -> Head:
@@ -199,14 +198,6 @@ def _session_with_outputs(
         return ort.InferenceSession(
             promoted.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
         )
-
-
-def _spec(arg: ort.NodeArg) -> TensorSpec | None:
-    datatype = FROM_ORT.get(arg.type)
-    if datatype is None:
-        return None
-    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape)
-    return TensorSpec(arg.name, datatype, shape, NUMPY[datatype])
 
 
 def _value_shapes(model: onnx.ModelProto) -> dict[str, ValueShape]:

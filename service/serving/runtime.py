@@ -19,7 +19,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from service.errors import InferenceFailed, InvalidInput, ModelLoadError
 from service.protocol.datatypes import FROM_ORT, NUMPY
-from service.protocol.signature import TensorSpec
+from service.protocol.signature import TensorSpec, name_batch_axes
 from service.settings import GraphOptimization
 
 __all__ = ["OnnxModel", "SessionOptions", "TensorSpec", "available_providers", "map_load_errors", "map_run_errors"]
@@ -98,12 +98,7 @@ class OnnxModel:
         self.label = label
         self.requested_providers = requested
         self.providers: tuple[str, ...] = tuple(session.get_providers())
-        self.inputs = tuple(_spec(arg) for arg in session.get_inputs())
-        # Symbolic dimension names (None where unnamed or fixed): warm-up sizes alike-named axes alike.
-        self.input_dim_names: dict[str, tuple[str | None, ...]] = {
-            arg.name: tuple(dim if isinstance(dim, str) else None for dim in arg.shape) for arg in session.get_inputs()
-        }
-        self.outputs = tuple(_spec(arg) for arg in session.get_outputs())
+        self.inputs, self.outputs = signature(session)
         self.output_names = tuple(spec.name for spec in self.outputs)
         # numpy has no bfloat16 that onnxruntime's run() accepts; such models go through OrtValues.
         self._bfloat16 = any(spec.datatype == "BF16" for spec in (*self.inputs, *self.outputs))
@@ -191,9 +186,18 @@ def _resolve_providers(options: SessionOptions, label: str) -> tuple[str, ...]:
     return usable or ("CPUExecutionProvider",)
 
 
-def _spec(arg: Any) -> TensorSpec:
+def signature(session: ort.InferenceSession) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """A session's inputs and outputs as V2 tensor specs, batch axes placed by their dimension names."""
+    inputs = tuple(tensor_spec(arg) for arg in session.get_inputs())
+    outputs = tuple(tensor_spec(arg) for arg in session.get_outputs())
+    return name_batch_axes(inputs, outputs)
+
+
+def tensor_spec(arg: Any) -> TensorSpec:
+    """One onnxruntime NodeArg as a spec; a type the V2 protocol cannot carry refuses the model."""
     datatype = FROM_ORT.get(arg.type)
     if datatype is None:
         raise ModelLoadError(f"tensor '{arg.name}' has type {arg.type}, which the V2 protocol cannot carry")
     shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape)
-    return TensorSpec(arg.name, datatype, shape, NUMPY[datatype])
+    names = tuple(dim if isinstance(dim, str) and dim else None for dim in arg.shape)
+    return TensorSpec(arg.name, datatype, shape, NUMPY[datatype], names)

@@ -3,8 +3,8 @@
 Warm-up exists so the first real request does not pay for onnxruntime's lazy initialisation; it must
 never refuse a model that inference can serve. With samples in ``config.json`` (Triton's
 ``model_warmup``) every sample must run, and a failure fails the load with its reason. Without them the
-inputs are guessed: every dynamic dimension starts at 1 (dimensions that share a name share a size),
-and on failure the non-batch dimensions grow through common sizes (a reflect Pad or a convolution
+inputs are guessed: every dynamic dimension starts at 1, and on failure the dimensions other than the
+batch axis grow through common sizes (a reflect Pad or a convolution
 window needs a minimum length). A model no guess runs is served all the same, with a warning.
 
 Stacking requests along axis 0 is only right when axis 0 really is a batch axis: a sequence-first
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,9 +47,7 @@ class WarmupOutcome:
     """Why the model serves without a warm-up run, for the repository index and the metadata."""
 
 
-def warm_up(
-    model: OnnxModel, samples: Sequence[WarmupSample], dim_names: Mapping[str, Sequence[str | None]]
-) -> WarmupOutcome:
+def warm_up(model: OnnxModel, samples: Sequence[WarmupSample]) -> WarmupOutcome:
     """Run the configured samples (each must run) or the best guess (blocking)."""
     if samples:
         feeds: Feeds | None = None
@@ -61,7 +59,7 @@ def warm_up(
                 raise ModelLoadError(f"{model.label}: warm-up sample '{sample.name}' failed: {exc.message}") from exc
         return WarmupOutcome(feeds)
     failures: list[str] = []
-    for feeds in guesses(model.inputs, dim_names):
+    for feeds in guesses(model.inputs):
         try:
             model.run_sync(feeds)
         except ServiceError as exc:
@@ -78,25 +76,12 @@ def warm_up(
     return WarmupOutcome(None, warning)
 
 
-def guesses(specs: Sequence[TensorSpec], dim_names: Mapping[str, Sequence[str | None]]) -> Iterator[Feeds]:
-    """Zero inputs for growing sizes of the dynamic dimensions, smallest first.
-
-    The batch axis (axis 0 of a batched input, and any dimension sharing its name, such as the middle
-    of a recurrent state ``[2, batch, 16]``) stays 1; every other dynamic dimension takes the size.
-    """
-    batch_names = {names[0] for spec in specs if spec.batched and (names := dim_names.get(spec.name)) and names[0]}
+def guesses(specs: Sequence[TensorSpec]) -> Iterator[Feeds]:
+    """Zero inputs for growing sizes of the dynamic dimensions, smallest first; each input's batch axis
+    (see `service.protocol.signature`) stays 1."""
 
     def shape(spec: TensorSpec, size: int) -> list[int]:
-        names = list(dim_names.get(spec.name) or ()) + [None] * len(spec.shape)
-        out = []
-        for axis, dim in enumerate(spec.shape):
-            if dim >= 0:
-                out.append(dim)
-            elif (axis == 0 and spec.batched) or names[axis] in batch_names:
-                out.append(1)
-            else:
-                out.append(size)
-        return out
+        return [dim if dim >= 0 else 1 if axis == spec.batch_axis else size for axis, dim in enumerate(spec.shape)]
 
     grows = any(shape(spec, 2) != shape(spec, 1) for spec in specs)
     for size in (1, *GROWTH) if grows else (1,):

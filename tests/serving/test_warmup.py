@@ -68,7 +68,7 @@ def row_wise_model() -> onnx.ModelProto:
 
 def test_a_model_that_needs_a_longer_input_warms_up_with_one(tmp_path: Path) -> None:
     model = _load(reflect_pad_model(), tmp_path)
-    outcome = warm_up(model, (), model.input_dim_names)
+    outcome = warm_up(model, ())
     assert outcome.warning is None
     assert outcome.feeds is not None
     assert outcome.feeds["wave"].shape == (1, 64)  # 1 and 16 fail, 64 runs; the batch axis stays 1
@@ -84,7 +84,7 @@ def test_a_model_no_guess_runs_is_served_with_a_warning(tmp_path: Path) -> None:
         "fixed",
     )
     model = _load(fixed, tmp_path)
-    outcome = warm_up(model, (), model.input_dim_names)
+    outcome = warm_up(model, ())
     assert outcome.feeds is None
     assert outcome.warning is not None
     assert "warm-up skipped" in outcome.warning
@@ -95,14 +95,14 @@ def test_configured_samples_must_run(tmp_path: Path) -> None:
     config = ModelConfig.model_validate(
         {"warmup": [{"name": "one second", "inputs": {"wave": {"datatype": "FP32", "shape": [2, 16000], "values": "random"}}}]}
     )
-    outcome = warm_up(model, config.warmup, model.input_dim_names)
+    outcome = warm_up(model, config.warmup)
     assert outcome.feeds is not None
     assert outcome.feeds["wave"].shape == (2, 16000)
     short = ModelConfig.model_validate(
         {"warmup": [{"name": "too short", "inputs": {"wave": {"datatype": "FP32", "shape": [1, 4], "values": [1, 2, 3, 4]}}}]}
     )
     with pytest.raises(ModelLoadError, match="warm-up sample 'too short' failed"):
-        warm_up(model, short.warmup, model.input_dim_names)
+        warm_up(model, short.warmup)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_a_sample_that_does_not_fit_the_signature_fails_the_load(tmp_path: Path,
     model = _load(reflect_pad_model(), tmp_path)
     config = ModelConfig.model_validate({"warmup": [{"name": "s", "inputs": sample}]})
     with pytest.raises(ModelLoadError, match=message):
-        warm_up(model, config.warmup, model.input_dim_names)
+        warm_up(model, config.warmup)
 
 
 def test_a_sample_shape_must_be_concrete() -> None:
@@ -138,9 +138,9 @@ def test_alike_named_dimensions_take_one_size(tmp_path: Path) -> None:
         "state",
     )
     model = _load(state_model, tmp_path)
-    first = next(iter(guesses(model.inputs, model.input_dim_names)))
+    first = next(iter(guesses(model.inputs)))
     assert {name: array.shape for name, array in first.items()} == {"audio": (1, 1), "state": (2, 1, 1)}
-    grown = list(guesses(model.inputs, model.input_dim_names))[2]
+    grown = list(guesses(model.inputs))[2]
     assert {name: array.shape for name, array in grown.items()} == {"audio": (1, 64), "state": (2, 1, 64)}
 
 
