@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from service.weights.stored import stored_values
 
 # Nodes that consume a parameter tensor in a weight slot (weights.md §5.1).
 _WEIGHT_OPS = frozenset(
@@ -104,7 +107,8 @@ class Constants(Mapping[str, np.ndarray]):
     """Initializers and Constant-node tensors of one graph, by value name; each is converted to numpy
     only when read, so a look at a few (axes, one head's weights) does not copy every weight."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
+    def __init__(self, graph: onnx.GraphProto, directory: Path | None = None) -> None:
+        self._directory = directory
         self._protos: dict[str, onnx.TensorProto | onnx.NodeProto] = {i.name: i for i in graph.initializer}
         for node in graph.node:
             if node.op_type == "Constant" and node.output and _constant_value(node, probe=True) is not None:
@@ -114,9 +118,12 @@ class Constants(Mapping[str, np.ndarray]):
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._arrays:
             proto = self._protos[name]
-            value = (
-                numpy_helper.to_array(proto) if isinstance(proto, onnx.TensorProto) else _constant_value(proto)
-            )
+            value: np.ndarray | None
+            if isinstance(proto, onnx.TensorProto):
+                # External data (a model loaded without it) is read from the checked file, one tensor.
+                value = stored_values(proto, self._directory) if self._directory else numpy_helper.to_array(proto)
+            else:
+                value = _constant_value(proto)
             assert value is not None
             self._arrays[name] = value
         return self._arrays[name]
@@ -131,9 +138,10 @@ class Constants(Mapping[str, np.ndarray]):
         return len(self._protos)
 
 
-def constants(graph: onnx.GraphProto) -> Constants:
-    """Initializers and Constant-node tensors of a graph, by value name (converted when read)."""
-    return Constants(graph)
+def constants(graph: onnx.GraphProto, directory: Path | None = None) -> Constants:
+    """Initializers and Constant-node tensors of a graph, by value name (converted when read); with the
+    model's folder, initializers kept as external data are read from there."""
+    return Constants(graph, directory)
 
 
 def _constant_value(node: onnx.NodeProto, probe: bool = False) -> np.ndarray | None:

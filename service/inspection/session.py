@@ -60,7 +60,9 @@ class InspectionSession:
     def __init__(self, model_path: Path, *, threads: int = 1, label: str | None = None) -> None:
         self.label = label or str(model_path)
         try:
-            model = onnx.load(str(model_path))
+            # Without external data: weights kept beside the model stay on disk, and a model over
+            # protobuf's 2 GB (which always keeps them there) is read as a small graph.
+            model = onnx.load(str(model_path), load_external_data=False)
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise ModelLoadError(f"cannot read {self.label} for inspection: {exc}") from exc
         try:
@@ -74,14 +76,15 @@ class InspectionSession:
         self.unreachable: tuple[UnreachableValue, ...] = tuple(unreachable_values(model))
         self.image: ImageInput | None = image_input(model)
         self.output_names: tuple[str, ...] = tuple(o.name for o in model.graph.output)
-        self.heads: dict[str, Head] = _heads(inferred)
+        self.heads: dict[str, Head] = _heads(inferred, model_path.parent)
         self._shapes = _value_shapes(inferred)
+        del inferred
         graph_inputs = {i.name for i in model.graph.input}
         promoted = [v.name for v in self.watched]
         for head in self.heads.values():
             if head.differentiable:
                 promoted += [name for name in head.reads if name not in graph_inputs]
-        self._session = _session_with_outputs(model, promoted, threads, self.label)
+        self._session = _session_with_outputs(model, model_path.parent, promoted, threads, self.label)
         # The serving session accepted these inputs, so each has a V2 datatype.
         self.inputs: tuple[TensorSpec, ...] = name_batch_axes(
             tuple(tensor_spec(arg) for arg in self._session.get_inputs()), ()
@@ -168,9 +171,9 @@ def _over_cap(needed: int, cap: int) -> str:
     )
 
 
-def _heads(model: onnx.ModelProto) -> dict[str, Head]:
+def _heads(model: onnx.ModelProto, directory: Path) -> dict[str, Head]:
     """The scoring head in front of every float graph output."""
-    consts = constants(model.graph)
+    consts = constants(model.graph, directory)
     types = element_types(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     return {
@@ -181,23 +184,26 @@ def _heads(model: onnx.ModelProto) -> dict[str, Head]:
 
 
 def _session_with_outputs(
-    model: onnx.ModelProto, names: Sequence[str], threads: int, label: str
+    model: onnx.ModelProto, directory: Path, names: Sequence[str], threads: int, label: str
 ) -> ort.InferenceSession:
-    promoted = onnx.ModelProto()
-    promoted.CopyFrom(model)
-    present = {o.name for o in promoted.graph.output}
+    """A session whose outputs include the named intermediate values.
+
+    The graph is changed in place and handed over as bytes, with onnxruntime told where the external
+    data lives: no second copy of the weights in Python, and no protobuf over 2 GB.
+    """
+    present = {o.name for o in model.graph.output}
     for name in dict.fromkeys(names):
         if name not in present:
             # An untyped ValueInfoProto is enough for onnxruntime (weights.md §4).
-            promoted.graph.output.append(helper.make_empty_tensor_value_info(name))
+            model.graph.output.append(helper.make_empty_tensor_value_info(name))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(directory))
     with map_load_errors(f"{label} (inspection session)"):
-        return ort.InferenceSession(
-            promoted.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        payload = model.SerializeToString()
+        return ort.InferenceSession(payload, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _value_shapes(model: onnx.ModelProto) -> dict[str, ValueShape]:
