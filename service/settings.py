@@ -74,7 +74,8 @@ class TokenSpec(BaseModel):
     configuration can hold digests only.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Validation errors must not echo the secrets they were given into a startup log.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     """Who holds the token; logged with every audited call (the token itself never is)."""
@@ -105,7 +106,7 @@ class TokenSpec(BaseModel):
 class AuthSettings(BaseModel):
     """Access tokens and which scopes need one (environment prefix ``WEIGHTSERVE_AUTH_``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     tokens: tuple[TokenSpec, ...] = ()
     """Tokens as a JSON list of ``{"name", "token" or "sha256", "scopes"}`` objects."""
@@ -121,9 +122,15 @@ class AuthSettings(BaseModel):
 
 class Settings(BaseSettings):
     # "_" splits once, so WEIGHTSERVE_WEIGHTS_CACHE_ENTRIES reaches weights.cache_entries while
-    # WEIGHTSERVE_MAX_BATCH_SIZE stays the top-level max_batch_size.
+    # WEIGHTSERVE_MAX_BATCH_SIZE stays the top-level max_batch_size. Errors name the setting and
+    # the problem but never echo the value: tokens are among them.
     model_config = SettingsConfigDict(
-        env_prefix="WEIGHTSERVE_", env_nested_delimiter="_", env_nested_max_split=1, frozen=True, extra="ignore"
+        env_prefix="WEIGHTSERVE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     repository: Path = Path("models")

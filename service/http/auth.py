@@ -99,8 +99,11 @@ def configured_tokens(settings: Settings) -> list[TokenSpec]:
         if path.exists():
             try:
                 tokens += _TOKEN_LIST.validate_json(path.read_bytes())
-            except (OSError, ValidationError) as exc:
-                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {exc}") from None
+            except OSError as exc:
+                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {exc.strerror}") from None
+            except ValidationError as exc:  # names where and what, never the values (they are secrets)
+                problems = [f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()]
+                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {'; '.join(problems)}") from None
         else:
             log.warning("tokens file %s does not exist: no tokens from it", path)
     admin = settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
