@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,14 @@ def repository(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A clean slate: no WEIGHTSERVE_* variable of the machine running the tests leaks in."""
     import os
 
     for key in list(os.environ):
         if key.startswith("WEIGHTSERVE_"):
             monkeypatch.delenv(key)
-    yield monkeypatch
+    return monkeypatch
 
 
 def _values_path(client: TestClient[Litestar]) -> str:
@@ -128,7 +127,7 @@ def test_names_and_secrets_are_unique(repository: Path, tokens: list[dict[str, o
     settings = Settings.model_validate(
         {"repository": repository, "admin_token": "another-admin-secret", "auth": {"tokens": tokens}}
     )
-    with pytest.raises(ValueError, match="unique|same secret") as raised:
+    with pytest.raises(ValueError, match=r"unique|same secret") as raised:
         create_app(settings)
     assert SECRET not in str(raised.value)
 
