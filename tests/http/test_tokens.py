@@ -162,7 +162,7 @@ def test_odd_credentials_are_a_clean_401(repository: Path, authorization: bytes)
     tokens = ({"name": "exporter", "token": SECRET, "scopes": ["export"]},)
     settings = Settings.model_validate({"repository": repository, "auth": {"tokens": tokens}})
     with TestClient(create_app(settings)) as client:
-        response = client.get(_values_path(client), headers={"Authorization": authorization})
+        response = client.get(_values_path(client), headers={b"authorization": authorization})
         assert response.status_code == 401
         assert "error" in response.json()
         # the scheme is case-insensitive, as RFC 7235 has it
