@@ -76,6 +76,7 @@ function showForget() {
 
 onTokenNeeded((reason) => new Promise((resolve) => {
   document.getElementById("token-reason").textContent = reason;
+  showForget();
   tokenInput.value = "";
   tokenDialog.returnValue = "";
   tokenDialog.addEventListener("close", () => {
