@@ -167,3 +167,14 @@ def test_odd_credentials_are_a_clean_401(repository: Path, authorization: bytes)
         assert "error" in response.json()
         # the scheme is case-insensitive, as RFC 7235 has it
         assert client.get(_values_path(client), headers={"Authorization": f"bEaReR {SECRET}"}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["none.json", "example.json"])
+def test_the_deployments_token_files_are_valid_and_grant_nothing_known(repository: Path, name: str) -> None:
+    """compose mounts deploy/tokens/none.json by default; example.json shows the form with digests only."""
+    path = Path(__file__).resolve().parents[2] / "deploy" / "tokens" / name
+    settings = Settings.model_validate({"repository": repository, "auth": {"tokens_file": path}})
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/v2/repository/models/m/load")
+        assert refused.status_code == (403 if name == "none.json" else 401)
+    assert "token" not in {key for entry in json.loads(path.read_text()) for key in entry}
