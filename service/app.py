@@ -160,8 +160,8 @@ _BEARER = SecurityScheme(
 def _document_access(app: Litestar, access: AccessPolicy) -> None:
     """Each operation's OpenAPI security, from the scope its route declares and this server's open scopes.
 
-    The handlers are this app's own copies (Litestar copies a controller's handlers per app), and the
-    schema is built on its first request, after this.
+    The handlers are this app's own copies (Litestar registers copies, never the declared objects), and
+    the schema is built on its first request, after this.
     """
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):
