@@ -8,12 +8,16 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
+from service.http.auth import SECURITY_SCHEME, AccessPolicy, AuditTrail, declared_access, requires
 from service.http.error_responses import EXCEPTION_HANDLERS
 from service.http.infer_fast_path import InferFastPath
 from service.http.middleware import RequestMiddleware
@@ -97,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = ServiceMetrics()
+    access = AccessPolicy.from_settings(settings, metrics)
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -114,20 +119,52 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         lifespan=[_lifespan],
         state=State({"settings": settings, "extensions": list(EXTENSIONS), "metrics": metrics}),
+        guards=[access.guard],
+        middleware=[DefineMiddleware(AuditTrail, policy=access)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(
             title="weightserve",
             version="0.1.0",
-            path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
+            # The API's description is no secret, and Swagger UI fetches it without credentials.
+            openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, opt=requires("public")),
+            components=Components(security_schemes={SECURITY_SCHEME: _BEARER}),
         ),
         debug=False,
         logging_config=None,  # configure_logging owns the service's log lines
     )
+    _document_access(app, access)
     # Outermost, around routing too: 404s and 405s also get a request id and are counted.
     # Inside it, infer requests skip Litestar's routing and DI (see service/http/infer_fast_path.py).
     app.asgi_handler = RequestMiddleware(
-        InferFastPath(app.asgi_handler, app.state), metrics, settings.max_in_flight_requests, settings.access_log
+        InferFastPath(app.asgi_handler, app.state, access),
+        metrics,
+        settings.max_in_flight_requests,
+        settings.access_log,
     )
     return app
+
+
+_BEARER = SecurityScheme(
+    type="http",
+    scheme="bearer",
+    description=(
+        "A token from WEIGHTSERVE_AUTH_TOKENS, WEIGHTSERVE_AUTH_TOKENS_FILE or WEIGHTSERVE_ADMIN_TOKEN. Each operation "
+        "lists the scope it needs (infer, inspect, export, admin); an operation that also lists {} is open on this "
+        "server. 401: no or an unknown token; 403: the token lacks the scope, or no configured token grants it."
+    ),
+)
+
+
+def _document_access(app: Litestar, access: AccessPolicy) -> None:
+    """Each operation's OpenAPI security, from the scope its route declares and this server's open scopes.
+
+    The handlers are this app's own copies (Litestar registers copies, never the declared objects), and
+    the schema is built on its first request, after this.
+    """
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            declared = declared_access(handler)
+            if isinstance(handler, HTTPRouteHandler) and declared is not None:
+                handler.security = access.security(declared)

@@ -3,8 +3,8 @@
     ServiceError (500)
     ├── InvalidRequest (400)             malformed body, header, query parameter
     │   └── InvalidInput (400)           tensor name / datatype / shape / data mismatch
-    ├── Unauthorized (401)               missing or wrong admin token
-    ├── Forbidden (403)                  admin endpoints disabled (no token configured)
+    ├── Unauthorized (401)               missing or unknown access token; carries WWW-Authenticate
+    ├── Forbidden (403)                  scope closed (no token grants it), or the token lacks it
     ├── NotFound (404)
     │   ├── ModelNotFound (404)          unknown model or version
     │   └── TensorNotFound (404)         unknown weight tensor id
@@ -51,12 +51,23 @@ class InvalidInput(InvalidRequest):
 class Unauthorized(ServiceError):
     status_code = HTTPStatus.UNAUTHORIZED
 
+    def __init__(self, message: str, challenge: str = 'Bearer realm="weightserve"') -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="weightserve"'}
+        return {"WWW-Authenticate": self.challenge}
 
 
 class Forbidden(ServiceError):
     status_code = HTTPStatus.FORBIDDEN
+
+    def __init__(self, message: str, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge} if self.challenge else {}
 
 
 class NotFound(ServiceError):

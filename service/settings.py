@@ -9,10 +9,17 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
+
+Scope = Literal["infer", "inspect", "export", "admin"]
+"""What a token may do: ``infer`` (health, metadata, config, inference, statistics), ``inspect`` (weight
+statistics, spectra, diffs, activations, heat maps, evaluation, the repository index, the dashboard's
+data), ``export`` (raw weight values), ``admin`` (repository load and unload)."""
+
+SCOPES: tuple[Scope, ...] = ("infer", "inspect", "export", "admin")
 
 
 def available_cores() -> int:
@@ -60,11 +67,70 @@ class InspectionSettings(BaseModel):
     """Approximate side in pixels of each heat map tile in PNG answers."""
 
 
+class TokenSpec(BaseModel):
+    """One access token: its name (in the audit log, for rotation), its secret and its scopes.
+
+    The secret is given either as ``token`` or as the hex ``sha256`` of the token's bytes, so a
+    configuration can hold digests only.
+    """
+
+    # Validation errors must not echo the secrets they were given into a startup log.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """Who holds the token; logged with every audited call (the token itself never is)."""
+
+    token: SecretStr | None = None
+    """The bearer token (printable ASCII, no spaces)."""
+
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Instead of ``token``: the SHA-256 of the token, in hex."""
+
+    scopes: frozenset[Scope] = Field(min_length=1)
+    """What the token may do."""
+
+    @field_validator("token")
+    @classmethod
+    def _printable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not all("!" <= char <= "~" for char in value.get_secret_value() or " "):
+            raise ValueError("a token must be non-empty printable ASCII without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenSpec:
+        if (self.token is None) == (self.sha256 is None):
+            raise ValueError(f"token {self.name!r}: give exactly one of 'token' and 'sha256'")
+        return self
+
+
+class AuthSettings(BaseModel):
+    """Access tokens and which scopes need one (environment prefix ``WEIGHTSERVE_AUTH_``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    tokens: tuple[TokenSpec, ...] = ()
+    """Tokens as a JSON list of ``{"name", "token" or "sha256", "scopes"}`` objects."""
+
+    tokens_file: Path | None = None
+    """A JSON file holding more tokens in the same form (e.g. a mounted Kubernetes secret). A file
+    that does not exist adds no tokens (logged at startup): scopes stay closed, never open."""
+
+    open_scopes: frozenset[Scope] = frozenset({"infer", "inspect"})
+    """Scopes anyone may use without a token; every other scope needs a token that grants it, and
+    answers 403 while no configured token does."""
+
+
 class Settings(BaseSettings):
     # "_" splits once, so WEIGHTSERVE_WEIGHTS_CACHE_ENTRIES reaches weights.cache_entries while
-    # WEIGHTSERVE_MAX_BATCH_SIZE stays the top-level max_batch_size.
+    # WEIGHTSERVE_MAX_BATCH_SIZE stays the top-level max_batch_size. Errors name the setting and
+    # the problem but never echo the value: tokens are among them.
     model_config = SettingsConfigDict(
-        env_prefix="WEIGHTSERVE_", env_nested_delimiter="_", env_nested_max_split=1, frozen=True, extra="ignore"
+        env_prefix="WEIGHTSERVE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     repository: Path = Path("models")
@@ -127,7 +193,7 @@ class Settings(BaseSettings):
     """Refuse versions whose files do not match the sha256 recorded in their manifest.json."""
 
     admin_token: SecretStr | None = None
-    """Bearer token for state-changing endpoints; unset disables them (403)."""
+    """Shorthand for one token named ``admin`` with the ``admin`` scope (empty: none)."""
 
     poll_interval_s: float = Field(default=0.0, ge=0.0)
     """Rescan the repository this often and load / unload versions (0 = no polling)."""
@@ -151,3 +217,6 @@ class Settings(BaseSettings):
 
     inspection: InspectionSettings = InspectionSettings()
     """Activations, heat maps and evaluation."""
+
+    auth: AuthSettings = AuthSettings()
+    """Access tokens and open scopes."""

@@ -5,6 +5,7 @@ decoding, batching and running a small model together, so inference requests ski
 straight to `service.serving.inference.infer`. Every other request, and any path this module does not
 recognise exactly, goes to the Litestar app unchanged. Status codes, error bodies and headers are
 the Litestar route's: the route stays registered, for the OpenAPI schema and as the reference.
+Litestar's guard never sees these requests, so the ``infer`` scope is checked here, when it is closed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from litestar.exceptions import ClientException
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge
+from service.http.auth import AccessPolicy
 from service.http.error_responses import error_response
 from service.serving import inference
 from service.serving.registry import ModelRegistry
@@ -49,9 +51,12 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
 class InferFastPath:
     """ASGI wrapper: infer requests are answered here, everything else by ``app``."""
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp, state: State, access: AccessPolicy) -> None:
         self._app = app
         self._state = state
+        self._access = access
+        # Decided once: with infer open (the default) the hot path pays one attribute check.
+        self._infer_closed = not access.is_open("infer")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
@@ -71,6 +76,8 @@ class InferFastPath:
         for key, value in scope["headers"]:
             headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
         try:
+            if self._infer_closed:  # before the body: a refused client never gets to send it
+                self._access.authorize("infer", headers.get("authorization"))
             body = await _read_body(receive, headers.get("content-length"), settings.max_request_bytes)
             number = None if version is None else parse_version(version)
             encoded = await inference.infer(registry, settings, name, number, body, headers)

@@ -22,6 +22,9 @@ from typing import Literal
 
 REQUEST_ID_HEADER = "x-request-id"
 
+AUDIT_LOGGER = "service.audit"
+"""Audit lines (every export and admin call); written whatever the service's log level."""
+
 # Generated ids: random per process start, then a counter. uuid4 reads the OS's random source on
 # every call, which showed up as several per cent of a small request's CPU.
 _ID_PREFIX = secrets.token_hex(4)
@@ -120,6 +123,8 @@ def configure_logging(level: str, fmt: Literal["json", "text"]) -> None:
     """Attach the service's handler to the ``service`` logger once per process."""
     logger = logging.getLogger("service")
     logger.setLevel(level.upper())
+    # A quieter service log must not drop the audit trail: its own level, through the same handler.
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
     if any(handler.get_name() == _HANDLER_NAME for handler in logger.handlers):
         return
     handler = _StderrHandler()

@@ -115,6 +115,13 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        self.access = Counter(
+            "weightserve_access",
+            "Access decisions by scope and outcome (granted, unauthorized, forbidden): every export and admin "
+            "call, and every call of a scope that needs a token. Open infer and inspect calls are not checked.",
+            ["scope", "outcome"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "weightserve_http_requests_in_flight",
             "HTTP requests being handled now.",

@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from service.http.auth import requires
 from service.serving.registry import ModelRegistry
 
 
@@ -18,15 +19,16 @@ def _server_version() -> str:
 class HealthController(Controller):
     path = "/v2"
 
-    @get("/health/live", sync_to_thread=False)
+    # Probes carry no token (kubelet, load balancers): they tell only whether the server is up.
+    @get("/health/live", sync_to_thread=False, opt=requires("public"))
     def live(self) -> Response[dict[str, bool]]:
         return Response({"live": True})
 
-    @get("/health/ready", sync_to_thread=False)
+    @get("/health/ready", sync_to_thread=False, opt=requires("public"))
     def ready(self, registry: ModelRegistry) -> Response[dict[str, bool]]:
         # V2: the status code is the answer; 4xx means "not ready".
         return Response({"ready": registry.ready}, status_code=200 if registry.ready else 400)
 
-    @get("/", sync_to_thread=False)
+    @get("/", sync_to_thread=False, opt=requires("infer"))
     def server_metadata(self, state: State) -> dict[str, object]:
         return {"name": "weightserve", "version": _server_version(), "extensions": list(state.extensions)}

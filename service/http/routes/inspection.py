@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.status_codes import HTTP_200_OK
 
+from service.http.auth import requires
 from service.inspection.inspector import Inspector
 from service.protocol.encode import EncodedResponse
 from service.serving.loaded_version import LoadedVersion
@@ -48,6 +49,7 @@ async def _inspect(
 
 class InspectionController(Controller):
     path = "/v2/models"
+    opt = requires("inspect")
     dependencies = {"inspector": Provide(provide_inspector, sync_to_thread=False)}  # noqa: RUF012
 
     @post(

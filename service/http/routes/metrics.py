@@ -3,11 +3,14 @@
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from service.http.auth import requires
 from service.ops.prometheus import CONTENT_TYPE, ServiceMetrics
 
 
 class MetricsController(Controller):
     path = "/metrics"
+    # A scrape shows model names, versions and request counts: what the infer scope's statistics show.
+    opt = requires("infer")
 
     @get("/", sync_to_thread=False, media_type=CONTENT_TYPE)
     def scrape(self, state: State) -> Response[bytes]:

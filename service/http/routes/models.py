@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.status_codes import HTTP_200_OK
 
 from service.errors import ModelNotFound, ModelNotReady
+from service.http.auth import requires
 from service.protocol.datatypes import triton_config_type
 from service.serving import inference
 from service.serving.loaded_version import LoadedVersion
@@ -85,6 +86,7 @@ def _version_policy(loaded: LoadedVersion) -> dict[str, Any]:
 
 class ModelsController(Controller):
     path = "/v2/models"
+    opt = requires("infer")
 
     # Registered before "/{model_name}" in spirit: Litestar matches static segments first.
     @get("/stats", sync_to_thread=False)

@@ -1,4 +1,7 @@
-"""Triton's model-repository extension: index, load, unload (state-changing ones need the admin token)."""
+"""Triton's model-repository extension: index (scope ``inspect``), load and unload (scope ``admin``).
+
+The index is read-only and the dashboard lists models with it, so it needs no more than the weights do.
+"""
 
 from typing import Any
 
@@ -6,11 +9,10 @@ from litestar import Controller, Request, post
 from litestar.status_codes import HTTP_200_OK
 
 from service.errors import InvalidRequest
-from service.http.auth import require_admin
+from service.http.auth import requires
 from service.protocol.request import parse_json
 from service.serving.registry import ModelRegistry
 from service.serving.repository import validate_model_name
-from service.settings import Settings
 
 
 async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -26,8 +28,9 @@ async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 class RepositoryController(Controller):
     path = "/v2/repository"
+    opt = requires("admin")
 
-    @post("/index", status_code=HTTP_200_OK)
+    @post("/index", status_code=HTTP_200_OK, opt=requires("inspect"))
     async def index(self, request: Request[Any, Any, Any], registry: ModelRegistry) -> list[dict[str, str]]:
         document = await _json_object(request)
         ready = document.get("ready", False)
@@ -36,10 +39,7 @@ class RepositoryController(Controller):
         return [entry.as_json() for entry in registry.index(ready_only=ready)]
 
     @post("/models/{model_name:str}/load", status_code=HTTP_200_OK)
-    async def load(
-        self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry, settings: Settings
-    ) -> dict[str, str]:
-        require_admin(request.headers, settings.admin_token)
+    async def load(self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry) -> dict[str, str]:
         document = await _json_object(request)
         parameters = document.get("parameters") or {}
         if not isinstance(parameters, dict):
@@ -50,10 +50,7 @@ class RepositoryController(Controller):
         return {"name": model_name, "state": "READY"}
 
     @post("/models/{model_name:str}/unload", status_code=HTTP_200_OK)
-    async def unload(
-        self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry, settings: Settings
-    ) -> dict[str, str]:
-        require_admin(request.headers, settings.admin_token)
+    async def unload(self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry) -> dict[str, str]:
         await _json_object(request)
         await registry.unload_model(validate_model_name(model_name))
         return {"name": model_name, "state": "UNAVAILABLE"}

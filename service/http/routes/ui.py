@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
+from service.http.auth import requires
 from service.http.ui import Asset, read_asset
 from service.serving.registry import ModelRegistry
 from service.serving.repository import parse_version
@@ -37,12 +38,14 @@ def _respond(asset: Asset, request: Request[Any, Any, Any]) -> Response[bytes]:
 class UiController(Controller):
     path = "/ui"
     include_in_schema = False
+    # The page and its scripts hold no data and must load to ask for a token; the data is behind /v2.
+    opt = requires("public")
 
     @get(["/", "/index.html"], sync_to_thread=False)
     def index(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         return _respond(read_asset("index.html"), request)
 
-    @get("/manifest/{model_name:str}/{model_version:str}", sync_to_thread=False)
+    @get("/manifest/{model_name:str}/{model_version:str}", sync_to_thread=False, opt=requires("inspect"))
     def manifest(self, model_name: str, model_version: str, registry: ModelRegistry) -> dict[str, Any]:
         """The served version's manifest.json (task, labels, feature names, held-out metrics), or {}."""
         version = None if model_version == "default" else parse_version(model_version)

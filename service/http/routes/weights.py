@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from service.errors import ModelNotFound, ModelNotReady
+from service.http.auth import requires
 from service.serving.registry import ModelRegistry
 from service.serving.repository import VersionSpec, parse_version, scan_model, validate_model_name
 from service.settings import Settings
@@ -80,6 +81,7 @@ def _diff_body(store: WeightStore, base: VersionSpec, target: VersionSpec) -> di
 
 class WeightsController(Controller):
     path = "/v2/models"
+    opt = requires("inspect")
 
     @get([_M + "/weights", _V + "/weights"])
     async def weights(
@@ -127,7 +129,7 @@ class WeightsController(Controller):
             other = resolve_spec(registry, settings, model_name, _version_number(edges_from))
         return await weights.call(_tensor_body, weights, spec, tensor_id, bins, range_name, other)
 
-    @get([_M + "/weights/{tensor_id:str}/values", _V + "/weights/{tensor_id:str}/values"])
+    @get([_M + "/weights/{tensor_id:str}/values", _V + "/weights/{tensor_id:str}/values"], opt=requires("export"))
     async def values(
         self,
         model_name: str,

@@ -1,5 +1,5 @@
 // Hash router: each view renders into <main>; a failure shows the server's message, never a blank page.
-import { getJSON } from "./api.js";
+import { getJSON, onTokenNeeded, storedToken, forgetToken } from "./api.js";
 import { h, clear, errorBox } from "./dom.js";
 import { text } from "./fmt.js";
 import { renderModels } from "./views/models.js";
@@ -65,10 +65,41 @@ async function serverInfo() {
   }
 }
 
+// The token question: a modal form; the answer goes to api.js and the field is emptied at once.
+const tokenDialog = document.getElementById("token-dialog");
+const tokenInput = document.getElementById("token-input");
+const forgetButton = document.getElementById("forget-token");
+
+function showForget() {
+  forgetButton.hidden = !storedToken();
+}
+
+onTokenNeeded((reason) => new Promise((resolve) => {
+  document.getElementById("token-reason").textContent = reason;
+  showForget();
+  tokenInput.value = "";
+  tokenDialog.returnValue = "";
+  tokenDialog.addEventListener("close", () => {
+    const token = tokenDialog.returnValue === "ok" ? tokenInput.value.trim() : "";
+    tokenInput.value = "";
+    resolve(token || null);
+    queueMicrotask(showForget);
+  }, { once: true });
+  tokenDialog.showModal();
+  tokenInput.focus();
+}));
+
+forgetButton.addEventListener("click", () => {
+  forgetToken();
+  showForget();
+  route();
+});
+
 window.addEventListener("hashchange", async () => {
   await route();
   // keyboard and screen-reader users land on the new page's content, not on the link they left
   view.focus({ preventScroll: true });
 });
+showForget();
 serverInfo();
 route();
