@@ -186,8 +186,9 @@ class Settings(BaseSettings):
     warmup: bool = True
     """Run each new version once on zeros before it takes traffic."""
 
-    max_model_bytes: int = Field(default=2 * 1024**3, ge=1)
-    """Largest model file (plus external data) the loader accepts."""
+    max_model_bytes: int = Field(default=64 * 1024**3, ge=1)
+    """Largest model file plus external data the loader accepts: a guard against absurd files, set
+    well above protobuf's 2 GB, since real checkpoints keep their weights beside the graph."""
 
     verify_manifest: bool = True
     """Refuse versions whose files do not match the sha256 recorded in their manifest.json."""
