@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service.http.error_responses import EXCEPTION_HANDLERS
 from service.http.infer_fast_path import InferFastPath
 from service.http.middleware import RequestMiddleware
+from service.http.routes.examples import ExamplesController
 from service.http.routes.health import HealthController
 from service.http.routes.inspection import InspectionController
 from service.http.routes.metrics import MetricsController
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             HealthController,
             ModelsController,
+            ExamplesController,
             RepositoryController,
             InspectionController,
             UiController,
