@@ -256,8 +256,10 @@ def _check_evaluable(name: str, task: Mapping[str, Any] | None, output: NDArray[
         elif kind == "image_to_image":
             image_metrics(output, targets, float((task or {})["data_range"]))
         else:
-            raise UsageError(f"example {name!r} has targets, but only a classification, regression or "
-                             "image_to_image task can be evaluated")
+            raise UsageError(
+                f"example {name!r} has targets, but only a classification, regression or "
+                "image_to_image task can be evaluated"
+            )
     except InvalidInput as exc:
         raise UsageError(f"example {name!r}: {exc.message}") from exc
 
@@ -302,4 +304,3 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(training)
-
