@@ -104,10 +104,72 @@ def publish(
     Raises UsageError for bad arguments, ExportError when the exporter fails or the graph loses a
     dynamic axis, ParityError when onnxruntime and torch disagree; nothing is written then.
     """
+    plan = _plan(
+        module, example_inputs, Path(repository), name, input_names, output_names, dynamic_axes, task, metrics,
+        {"dataset": data, "split": split, "seed": seed, "hyperparameters": hyperparameters},
+        examples, finetuned_from, opset, tolerance,
+    )  # fmt: skip
+    with _eval_mode(module), store.staging(plan.model_dir) as folder:
+        version = max(store.versions(plan.model_dir), default=0) + 1
+        onnx_path = folder / MODEL_FILE
+        metadata = {"labels": json.dumps(plan.task["labels"])} if plan.task and "labels" in plan.task else {}
+        ins, outs = plan.input_names, plan.output_names
+        export.export(module, plan.inputs, ins, outs, onnx_path, metadata, plan.axes, plan.opset)
+        runner = parity.session(str(onnx_path))
+        checked, outputs = parity.check(module, runner, plan.inputs, ins, outs, plan.batched, plan.tolerance)
+        measured = _metrics(plan.metrics, outputs)
+        bodies = {n: _request_text(n, r, runner, ins, plan.task) for n, r in plan.examples.items()}
+        _save_weights(module, folder / WEIGHTS_FILE)
+        body = _manifest(plan, version, module, runner, onnx_path, checked, measured)
+        (folder / MANIFEST_FILE).write_text(json.dumps(body, indent=2) + "\n")
+        directory = store.publish(folder, plan.model_dir, version)
+    written = example_files.write(plan.model_dir, bodies) if bodies else []
+    return PublishedVersion(name, version, directory, checked, body, tuple(written))
+
+
+_Request = tuple[list[NDArray[Any]], NDArray[Any] | None, str | None]
+"""An example's input arrays, targets and description."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A publish call with every argument checked: nothing is written before this exists."""
+
+    name: str
+    model_dir: Path
+    input_names: list[str]
+    output_names: list[str]
+    inputs: list[NDArray[Any]]
+    axes: export.Axes
+    batched: bool
+    task: dict[str, Any] | None
+    metrics: Metrics | None
+    provenance: dict[str, Any]
+    examples: dict[str, _Request]
+    finetuned_from: int | None
+    opset: int
+    tolerance: float
+
+
+def _plan(
+    module: nn.Module,
+    example_inputs: Inputs,
+    root: Path,
+    name: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str] | Sequence[int]] | None,
+    task: str | Mapping[str, Any] | None,
+    metrics: Metrics | None,
+    provenance: dict[str, Any],
+    examples: Mapping[str, Example | Inputs] | None,
+    finetuned_from: int | None,
+    opset: int | None,
+    tolerance: float | None,
+) -> _Plan:
     ins, outs = _names(input_names, "input_names"), _names(output_names, "output_names")
     if set(ins) & set(outs):
         raise UsageError(f"a name cannot be both an input and an output: {sorted(set(ins) & set(outs))}")
-    root = Path(repository)
     model_dir = root / _model_name(name)
     store.check_repository(root)
     store.check_model_folder(model_dir)
@@ -120,41 +182,39 @@ def publish(
     if batched:
         batch_rows(arrays, "example_inputs")
     task_entry = _task(task)
-    limit = _tolerance(tolerance)
-    provenance = {"dataset": data, "split": split, "seed": seed, "hyperparameters": hyperparameters}
     _check_json({"task": task_entry, **provenance})
     requests = {example_files.check_name(n): _example(e, ins) for n, e in (examples or {}).items()}
-    metadata = {"labels": json.dumps(task_entry["labels"])} if task_entry and "labels" in task_entry else {}
+    return _Plan(
+        name, model_dir, ins, outs, arrays, axes, batched, task_entry, metrics, provenance, requests,
+        finetuned_from, opset or export.OPSET, _tolerance(tolerance),
+    )  # fmt: skip
 
-    with _eval_mode(module), store.staging(model_dir) as folder:
-        version = max(store.versions(model_dir), default=0) + 1
-        onnx_path = folder / MODEL_FILE
-        export.export(module, arrays, ins, outs, onnx_path, metadata, axes, opset or export.OPSET)
-        runner = parity.session(str(onnx_path))
-        checked, outputs = parity.check(module, runner, arrays, ins, outs, batched, limit)
-        measured = _metrics(metrics, outputs)
-        bodies = {n: _request_text(n, r, runner, ins, task_entry) for n, r in requests.items()}
-        _save_weights(module, folder / WEIGHTS_FILE)
-        body = {
-            "format": manifest.FORMAT,
-            "model": name,
-            "version": version,
-            "created": manifest.now_iso(),
-            "task": task_entry,
-            "inputs": _signature(runner.get_inputs()),
-            "outputs": _signature(runner.get_outputs()),
-            **provenance,
-            "metrics": measured,
-            "finetuned_from": finetuned_from,
-            "parity": checked.as_json(),
-            "versions": manifest.versions_entry(manifest.model_opset(onnx_path)),
-            "files": manifest.files_entry(folder, [MODEL_FILE, WEIGHTS_FILE]),
-            "tensors": manifest.tensor_relations(module, onnx_path),
-        }
-        (folder / MANIFEST_FILE).write_text(json.dumps(body, indent=2) + "\n")
-        directory = store.publish(folder, model_dir, version)
-    written = example_files.write(model_dir, bodies) if bodies else []
-    return PublishedVersion(name, version, directory, checked, body, tuple(written))
+
+def _manifest(
+    plan: _Plan,
+    version: int,
+    module: nn.Module,
+    runner: ort.InferenceSession,
+    onnx_path: Path,
+    checked: parity.Parity,
+    measured: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "format": manifest.FORMAT,
+        "model": plan.name,
+        "version": version,
+        "created": manifest.now_iso(),
+        "task": plan.task,
+        "inputs": _signature(runner.get_inputs()),
+        "outputs": _signature(runner.get_outputs()),
+        **plan.provenance,
+        "metrics": measured,
+        "finetuned_from": plan.finetuned_from,
+        "parity": checked.as_json(),
+        "versions": manifest.versions_entry(manifest.model_opset(onnx_path)),
+        "files": manifest.files_entry(onnx_path.parent, [MODEL_FILE, WEIGHTS_FILE]),
+        "tensors": manifest.tensor_relations(module, onnx_path),
+    }
 
 
 def _tolerance(tolerance: float | None) -> float:
@@ -220,7 +280,7 @@ def _check_json(entries: Mapping[str, Any]) -> None:
             raise UsageError(f"{key} must be JSON-serialisable: {exc}") from exc
 
 
-def _example(example: Example | Inputs, input_names: Sequence[str]) -> tuple[list[NDArray[Any]], Any, str | None]:
+def _example(example: Example | Inputs, input_names: Sequence[str]) -> _Request:
     given = example if isinstance(example, Example) else Example(example)
     arrays = to_arrays(given.inputs, input_names, "example inputs")
     targets = None if given.targets is None else to_array(given.targets, "example targets")
@@ -229,7 +289,7 @@ def _example(example: Example | Inputs, input_names: Sequence[str]) -> tuple[lis
 
 def _request_text(
     name: str,
-    request: tuple[list[NDArray[Any]], Any, str | None],
+    request: _Request,
     runner: ort.InferenceSession,
     input_names: Sequence[str],
     task: Mapping[str, Any] | None,
