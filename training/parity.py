@@ -24,7 +24,6 @@ TOLERANCE = 1e-4
 GENERATED_BATCHES = (1, 3, 7)
 NOISE = 0.05
 """Noise on generated float inputs, as a fraction of that input's standard deviation in the example."""
-TORCH_CHUNK = 512
 
 Arrays = list[NDArray[Any]]
 
@@ -76,18 +75,11 @@ def flatten_outputs(result: Any) -> list[torch.Tensor]:
     raise UsageError(f"forward returned a {type(result).__name__}; publish needs tensors (or tuples of tensors)")
 
 
-def torch_outputs(module: nn.Module, inputs: Sequence[NDArray[Any]], batched: bool) -> Arrays:
-    """The module's outputs (eval mode, no gradients); batched inputs run in chunks of rows."""
-    rows = len(inputs[0]) if batched and inputs and inputs[0].ndim else 0
-    step = TORCH_CHUNK if rows > TORCH_CHUNK else max(rows, 1)
-    parts: list[list[torch.Tensor]] = []
+def torch_outputs(module: nn.Module, inputs: Sequence[NDArray[Any]]) -> Arrays:
+    """The module's outputs in eval mode, without gradients."""
     with torch.no_grad():
-        for start in range(0, max(rows, 1), step):
-            chunk = [torch.from_numpy(np.ascontiguousarray(a[start : start + step] if rows else a)) for a in inputs]
-            parts.append(flatten_outputs(module.eval()(*chunk)))
-    if len(parts) == 1:
-        return [t.detach().cpu().numpy() for t in parts[0]]
-    return [torch.cat(group).detach().cpu().numpy() for group in zip(*parts, strict=True)]
+        result = module.eval()(*[torch.from_numpy(np.ascontiguousarray(a)) for a in inputs])
+    return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
 
 def onnx_outputs(runner: ort.InferenceSession, names: Sequence[str], inputs: Sequence[NDArray[Any]]) -> Arrays:
@@ -157,13 +149,13 @@ def check(
     rows = len(inputs[0]) if batched else 1
     actual = onnx_outputs(runner, input_names, inputs)
     where = f"the example inputs (batch {rows})" if batched else "the example inputs"
-    first = compare(torch_outputs(module, inputs, batched), actual, output_names, where, tolerance)
+    first = compare(torch_outputs(module, inputs), actual, output_names, where, tolerance)
     checks = [ParityCheck("example", rows if batched else None, first)]
     if batched:
         for size in (s for s in GENERATED_BATCHES if s != rows):
             batch = generated_inputs(inputs, size, seed=0)
             diff = compare(
-                torch_outputs(module, batch, batched),
+                torch_outputs(module, batch),
                 onnx_outputs(runner, input_names, batch),
                 output_names,
                 f"generated inputs (batch {size})",
