@@ -8,6 +8,7 @@ the folded ("effective") values under the original name. `training.manifest` rec
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,7 +53,8 @@ def normalise_axes(
     for name, spec in dynamic_axes.items():
         if name not in known:
             raise UsageError(f"dynamic_axes names {name!r}, which is neither an input nor an output name")
-        named = dict(spec) if isinstance(spec, Mapping) else {a: BATCH if a == 0 else f"{name}_{a}" for a in spec}
+        plain = re.sub(r"\W", "_", name)
+        named = dict(spec) if isinstance(spec, Mapping) else {a: BATCH if a == 0 else f"{plain}_{a}" for a in spec}
         for axis, dim in named.items():
             if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
                 raise UsageError(f"dynamic_axes[{name!r}]: axes are non-negative integers, got {axis!r}")

@@ -262,3 +262,28 @@ def test_recurrent_weights_are_found_packed_in_the_onnx_layout(tmp_path: Path, m
         packed = np.split(initializers[entry["onnx_initializer"]][0], gates)
         trained = np.split(state[key].numpy(), gates)
         assert sorted(b.tobytes() for b in packed) == sorted(b.tobytes() for b in trained)
+
+
+class BagOfWords(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens).mean(dim=1))  # type: ignore[no-any-return]
+
+
+def test_more_dynamic_axes_than_the_batch(tmp_path: Path) -> None:
+    module = BagOfWords().eval()
+    published = publish(
+        module, RNG.integers(0, 50, size=(4, 9)), tmp_path, "bag", input_names=["token-ids"], output_names=["logits"],
+        dynamic_axes={"token-ids": [0, 1], "logits": {0: "batch"}},
+    )  # fmt: skip
+    assert published.manifest["inputs"] == [{"name": "token-ids", "datatype": "INT64", "shape": [-1, -1]}]
+    session = ort.InferenceSession(str(published.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    longer = RNG.integers(0, 50, size=(3, 20))
+    (logits,) = session.run(None, {"token-ids": longer})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(longer)).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
