@@ -22,6 +22,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
+COPY weightserve ./weightserve
 
 # builder: a self-contained virtual environment holding the service and its serving deps only
 # (torch belongs to the `train` extra and never enters an image). Build args are per stage, so
@@ -109,6 +110,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
+COPY weightserve ./weightserve
 # onnxruntime and onnxruntime-gpu install the same module; keep only the GPU build.
 RUN /opt/venv/bin/pip install --no-compile ".[gpu]" \
     && /opt/venv/bin/pip uninstall --yes onnxruntime onnxruntime-gpu \

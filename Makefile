@@ -29,7 +29,7 @@ lint:
 	$(BIN)/ruff check .
 
 typecheck:
-	$(BIN)/mypy --strict service training
+	$(BIN)/mypy --strict service training weightserve
 
 pytest:
 	$(BIN)/python -m pytest -q -ra

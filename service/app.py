@@ -21,6 +21,7 @@ from service.http.auth import SECURITY_SCHEME, AccessPolicy, AuditTrail, declare
 from service.http.error_responses import EXCEPTION_HANDLERS
 from service.http.infer_fast_path import InferFastPath
 from service.http.middleware import RequestMiddleware
+from service.http.routes.examples import ExamplesController
 from service.http.routes.health import HealthController
 from service.http.routes.inspection import InspectionController
 from service.http.routes.metrics import MetricsController
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             HealthController,
             ModelsController,
+            ExamplesController,
             RepositoryController,
             InspectionController,
             UiController,

@@ -14,6 +14,7 @@ _DELEGATES = {
     "train": ("training.cli", "train models and export them into the repository (needs the 'train' extra)"),
     "inspect": ("service.weights.cli", "print the per-layer weight table of a model"),
     "explain": ("service.inspection.cli", "render a heat map PNG for an input"),
+    "publish": ("training.publish_cli", "publish a PyTorch checkpoint as the next version (needs the 'train' extra)"),
 }
 
 

@@ -1,9 +1,8 @@
-"""One training run: data, train, ONNX export, parity check, manifest, atomic publish."""
+"""One training run: data, train, then `publish` (ONNX export, parity check, manifest, atomic write)."""
 
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -14,14 +13,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from numpy.typing import NDArray
+from safetensors.torch import load_file
 
-from training import export, manifest, store
+from training import store
 from training.defaults import DEFAULT_SEED
 from training.distributed import World
 from training.errors import UsageError
 from training.loop import Schedule, fit
-from training.tasks import TASKS, Prepared, Task
+from training.publish import publish
+from training.tasks import TASKS, Task
 
 FINETUNE_EPOCHS = 5
 FINETUNE_LR_FACTOR = 0.1
@@ -134,49 +135,25 @@ def _run(p: Plan, world: World) -> Result | None:
     train_loss = fit(module, task.loss(module, hp), split.x_train, split.y_train, _schedule(p), world, label)
     if not world.is_main:
         return None
-    model_dir = p.request.repository / task.name
-    with store.staging(model_dir) as folder:
-        version = max(store.versions(model_dir), default=0) + 1
-        onnx_path = folder / "model.onnx"
-        export.export(module, prepared.eval_inputs[:2], task.input_name, task.output_name, onnx_path, task.metadata())
-        expected = export.torch_outputs(module, prepared.eval_inputs)
-        actual = export.onnx_outputs(onnx_path, task.input_name, prepared.eval_inputs)
-        parity = export.check_parity(expected, actual)
-        metrics = task.evaluate(actual, prepared) | {"train_loss": train_loss}
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, folder / "weights.safetensors")
-        body = _manifest(p, version, module, prepared, onnx_path, metrics, parity, world)
-        (folder / "manifest.json").write_text(json.dumps(body, indent=2) + "\n")
-        directory = store.publish(folder, model_dir, version)
-    return Result(task.name, version, directory, metrics, time.monotonic() - started)
 
+    def evaluate(outputs: list[NDArray[Any]]) -> dict[str, float]:
+        # The exported graph's own quality: onnxruntime's outputs on the held-out split.
+        return task.evaluate(outputs[0], prepared) | {"train_loss": train_loss}
 
-def _manifest(
-    p: Plan,
-    version: int,
-    module: torch.nn.Module,
-    prepared: Prepared,
-    onnx_path: Path,
-    metrics: dict[str, float],
-    parity: export.Parity,
-    world: World,
-) -> dict[str, Any]:
-    task = p.task
-    return {
-        "format": manifest.FORMAT,
-        "model": task.name,
-        "version": version,
-        "created": manifest.now_iso(),
-        "task": task.manifest_task(),
-        "inputs": [{"name": task.input_name, "datatype": "FP32", "shape": list(task.input_shape)}],
-        "outputs": [{"name": task.output_name, "datatype": "FP32", "shape": list(task.output_shape)}],
-        "dataset": task.describe_dataset(prepared, p.seed, p.hyperparameters),
-        "split": prepared.split.sizes() | {"seed": p.seed},
-        "seed": p.seed,
-        "hyperparameters": p.hyperparameters | {"processes": world.size},
-        "metrics": metrics,
-        "finetuned_from": p.request.finetune_from,
-        "parity": {"max_abs_diff": parity.max_abs_diff, "samples": parity.samples},
-        "versions": manifest.versions_entry(manifest.model_opset(onnx_path)),
-        "files": manifest.files_entry(onnx_path.parent, ["model.onnx", "weights.safetensors"]),
-        "tensors": manifest.tensor_relations(module, onnx_path),
-    }
+    published = publish(
+        module,
+        prepared.eval_inputs,
+        p.request.repository,
+        task.name,
+        input_names=[task.input_name],
+        output_names=[task.output_name],
+        task=task.manifest_task(),
+        metrics=evaluate,
+        data=task.describe_dataset(prepared, p.seed, hp),
+        split=split.sizes() | {"seed": p.seed},
+        seed=p.seed,
+        hyperparameters=hp | {"processes": world.size},
+        examples=task.examples(prepared, p.seed),
+        finetuned_from=p.request.finetune_from,
+    )
+    return Result(task.name, published.version, published.path, published.metrics, time.monotonic() - started)

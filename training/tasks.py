@@ -1,8 +1,7 @@
-"""What differs between the three models: data, loss, metrics, tensor names, manifest task entry."""
+"""What differs between the three models: data, loss, metrics, tensor names, manifest task entry, examples."""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,9 +15,12 @@ from torch.nn import functional as F
 
 from training import data, metrics
 from training.architectures import PIXEL_MAX, DiabetesMLP, build
+from training.examples import Example
 from training.loop import LossFn
 
 Outputs = NDArray[np.float32]
+EXAMPLE_ROWS = 20
+"""Held-out rows in each model's evaluation example (`examples/labelled-20.json`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +54,9 @@ class Task(ABC):
     @abstractmethod
     def manifest_task(self) -> dict[str, Any]: ...
 
-    def metadata(self) -> dict[str, str]:
-        """Extra ONNX metadata_props."""
-        return {}
+    @abstractmethod
+    def examples(self, prepared: Prepared, seed: int) -> dict[str, Example]:
+        """A few real held-out samples as example requests (`models/<name>/examples/`)."""
 
     def describe_dataset(self, prepared: Prepared, seed: int, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
         """The manifest's `dataset` entry."""
@@ -100,8 +102,18 @@ class DigitsClassifier(Task):
     def manifest_task(self) -> dict[str, Any]:
         return {"kind": "classification", "labels": list(self.labels)}
 
-    def metadata(self) -> dict[str, str]:
-        return {"labels": json.dumps(list(self.labels))}
+    def examples(self, prepared: Prepared, seed: int) -> dict[str, Example]:
+        images, labels = prepared.eval_inputs, np.asarray(prepared.eval_targets)
+        found: dict[str, Example] = {}
+        for digit in (3, 7):
+            row = int(np.flatnonzero(labels == digit)[0])
+            about = f"a held-out {digit}: row {row} of the test split (seed {seed}), pixels 0-16"
+            found[f"digit-{digit}"] = Example({self.input_name: images[row : row + 1]}, description=about)
+        about = f"the first {EXAMPLE_ROWS} held-out digits (seed {seed}) with their labels, for /evaluate"
+        found[f"labelled-{EXAMPLE_ROWS}"] = Example(
+            {self.input_name: images[:EXAMPLE_ROWS]}, targets=labels[:EXAMPLE_ROWS], description=about
+        )
+        return found
 
 
 class DiabetesRegressor(Task):
@@ -150,6 +162,17 @@ class DiabetesRegressor(Task):
     def manifest_task(self) -> dict[str, Any]:
         return {"kind": "regression", "targets": ["disease_progression"]}
 
+    def examples(self, prepared: Prepared, seed: int) -> dict[str, Example]:
+        features, targets = prepared.eval_inputs, np.asarray(prepared.eval_targets, dtype=np.float32)
+        about = f"a held-out patient's raw features: row 0 of the test split (seed {seed})"
+        rows = f"the first {EXAMPLE_ROWS} held-out patients (seed {seed}) with their disease progression, for /evaluate"
+        return {
+            "patient-0": Example({self.input_name: features[:1]}, description=about),
+            f"labelled-{EXAMPLE_ROWS}": Example(
+                {self.input_name: features[:EXAMPLE_ROWS]}, targets=targets[:EXAMPLE_ROWS], description=rows
+            ),
+        }
+
 
 class DigitsDenoiser(Task):
     name = "digits_autoencoder"
@@ -193,6 +216,18 @@ class DigitsDenoiser(Task):
 
     def manifest_task(self) -> dict[str, Any]:
         return {"kind": "image_to_image", "data_range": PIXEL_MAX}
+
+    def examples(self, prepared: Prepared, seed: int) -> dict[str, Example]:
+        noisy, clean = prepared.eval_inputs, np.asarray(prepared.eval_targets, dtype=np.float32)
+        row = int(np.flatnonzero(prepared.split.y_test == 3)[0])
+        about = f"a held-out 3 with the fixed test noise: row {row} of the test split (seed {seed})"
+        rows = f"the first {EXAMPLE_ROWS} held-out digits (seed {seed}), noisy, with the clean images as targets"
+        return {
+            "noisy-digit-3": Example({self.input_name: noisy[row : row + 1]}, description=about),
+            f"labelled-{EXAMPLE_ROWS}": Example(
+                {self.input_name: noisy[:EXAMPLE_ROWS]}, targets=clean[:EXAMPLE_ROWS], description=rows
+            ),
+        }
 
     def describe_dataset(self, prepared: Prepared, seed: int, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
         noise = {

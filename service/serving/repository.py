@@ -1,8 +1,9 @@
 """Pure scan of the model repository folder into specs; nothing here loads a model.
 
 Layout: ``<root>/<name>/config.json`` (optional) and ``<root>/<name>/<int version>/model.onnx``
-with optional ``weights.safetensors`` and ``manifest.json`` beside it. Anything else is skipped
-with a log line, never a crash.
+with optional ``weights.safetensors`` and ``manifest.json`` beside it, and example requests in
+``<root>/<name>/examples/<example>.json`` (never a version). Anything else is skipped with a log
+line, never a crash.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, NotFound, ServiceError
+from service.protocol.request import parse_request
 from service.serving.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,10 @@ MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"
+EXAMPLES_DIR = "examples"
+EXAMPLE_SUFFIX = ".json"
+TARGETS = "targets"
+"""The name of the input entry that carries an evaluation example's targets (what /evaluate reads)."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -96,7 +102,7 @@ def scan_model(directory: Path) -> ModelSpec:
     config, config_error = _read_config(directory / CONFIG_FILE)
     versions = []
     for entry in sorted(directory.iterdir()):
-        if entry.name == CONFIG_FILE:
+        if entry.name in (CONFIG_FILE, EXAMPLES_DIR):
             continue
         number = version_number(entry.name)
         if not entry.is_dir() or number is None:
@@ -142,3 +148,60 @@ def _read_config(path: Path) -> tuple[ModelConfig, str | None]:
         reason = f"invalid {CONFIG_FILE}: {exc}".replace("\n", "; ")
         log.error("repository: %s: %s", path, reason)
         return ModelConfig(), reason
+
+
+def validate_example_name(name: str) -> str:
+    """Example names follow the model-name rule, so they never leave the examples folder."""
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        raise InvalidRequest(
+            f"invalid example name {name!r}: use letters, digits, '_', '-', '.', at most 128 characters"
+        )
+    return name
+
+
+def example_names(model_dir: Path) -> list[str]:
+    """Names of the model's example requests (``examples/<name>.json``, regular files only, so a link
+    cannot point outside the repository), sorted; anything else in the folder is not listed."""
+    folder = model_dir / EXAMPLES_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    names = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name.removesuffix(EXAMPLE_SUFFIX)
+        valid = entry.name.endswith(EXAMPLE_SUFFIX) and _NAME_RE.fullmatch(name) is not None and ".." not in name
+        if valid and entry.is_file() and not entry.is_symlink():
+            names.append(name)
+    return names
+
+
+def read_example(model_dir: Path, name: str, max_bytes: int) -> bytes:
+    """The body of one example request (NotFound if the model has no such example)."""
+    validate_example_name(name)
+    if name not in example_names(model_dir):
+        raise NotFound(f"model '{model_dir.name}' has no example '{name}'")
+    path = model_dir / EXAMPLES_DIR / f"{name}{EXAMPLE_SUFFIX}"
+    with path.open("rb") as handle:
+        body = handle.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise InvalidRequest(f"example '{name}' is larger than the {max_bytes}-byte request cap")
+    return body
+
+
+def describe_example(model_dir: Path, name: str, max_bytes: int) -> dict[str, Any]:
+    """What an example request holds: its kind (``infer``, or ``evaluate`` when its inputs end with
+    ``targets``), its description (``parameters.description``) and each tensor's name, datatype and
+    shape; an ``error`` instead when the file is not a V2 inference request."""
+    entry: dict[str, Any] = {"name": name}
+    try:
+        request = parse_request(read_example(model_dir, name, max_bytes), {}, max_bytes)
+    except ServiceError as exc:
+        return entry | {"kind": None, "error": exc.message}
+    tensors = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in request.inputs]
+    evaluate = len(tensors) > 1 and tensors[-1]["name"] == TARGETS
+    description = request.parameters.get("description")
+    return entry | {
+        "kind": "evaluate" if evaluate else "infer",
+        "description": description if isinstance(description, str) else None,
+        "inputs": tensors[:-1] if evaluate else tensors,
+        "targets": tensors[-1] if evaluate else None,
+    }

@@ -27,7 +27,9 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 }
 _INTEGER = frozenset({"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"})
 _MAX_HEADER = 100 * 1024 * 1024
-RELATIONS = frozenset({"identical", "folded", "transposed", "absent"})
+RELATIONS = frozenset({"identical", "folded", "transposed", "packed", "absent"})
+"""How a trained tensor reached the graph (see the manifest's `tensors`): `packed` is a recurrent
+layer's tensor inside ONNX's LSTM / GRU / RNN weight layout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class TrainedTensor:
     onnx_initializer: str | None
     effective_id: str | None
     folded_from: tuple[str, ...]
+    shared_with: tuple[str, ...] = ()
+    """Other state_dict keys of the same storage (tied weights)."""
 
     @property
     def out_axis(self) -> int | None:
@@ -60,6 +64,7 @@ class TrainedTensor:
             "onnx_initializer": self.onnx_initializer,
             "effective_id": self.effective_id,
             "folded_from": list(self.folded_from) or None,
+            "shared_with": list(self.shared_with) or None,
         }
 
 
@@ -128,6 +133,7 @@ def trained_tensors(
         effective = graph.tensor_by_name(initializer) if isinstance(initializer, str) else None
         relation = str(info.get("relation", "unknown"))
         folded = info.get("folded_from") or ()
+        shared = info.get("shared_with") or ()
         tensor = TrainedTensor(
             id=opaque_id("S", key),
             key=key,
@@ -139,6 +145,7 @@ def trained_tensors(
             onnx_initializer=initializer if isinstance(initializer, str) else None,
             effective_id=effective.id if effective is not None else None,
             folded_from=tuple(str(f) for f in folded) if isinstance(folded, list) else (),
+            shared_with=tuple(str(k) for k in shared) if isinstance(shared, list) else (),
         )
         result[tensor.id] = tensor
     return result

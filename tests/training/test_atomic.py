@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.conftest import train
-from training import export
+from training import parity
 from training.errors import ParityError, UsageError
 
 
@@ -17,7 +17,7 @@ def _tree(root: Path) -> list[str]:
 
 def test_parity_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No real export is exact to below zero, so this forces the parity check to refuse.
-    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr(parity, "TOLERANCE", -1.0)
     with pytest.raises(ParityError, match="onnxruntime differs from torch"):
         train(tmp_path, "diabetes_mlp", epochs=1)
     assert _tree(tmp_path) == []
@@ -26,7 +26,7 @@ def test_parity_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
 def test_parity_failure_keeps_existing_versions_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train(tmp_path, "diabetes_mlp", epochs=1)
     before = {p: p.read_bytes() for p in (tmp_path / "diabetes_mlp").rglob("*") if p.is_file()}
-    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr(parity, "TOLERANCE", -1.0)
     with pytest.raises(ParityError):
         train(tmp_path, "diabetes_mlp", epochs=1)
     after = {p: p.read_bytes() for p in (tmp_path / "diabetes_mlp").rglob("*") if p.is_file()}

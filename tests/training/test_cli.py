@@ -89,7 +89,7 @@ def test_cli_trains_and_publishes_the_next_version(tmp_path: Path, capsys: pytes
     out = capsys.readouterr().out
     assert "diabetes_mlp v1" in out
     assert "diabetes_mlp v2" in out
-    assert sorted(p.name for p in (tmp_path / "diabetes_mlp").iterdir()) == ["1", "2"]
+    assert sorted(p.name for p in (tmp_path / "diabetes_mlp").iterdir()) == ["1", "2", "examples"]
 
 
 def test_default_names_are_the_known_tasks() -> None:

@@ -53,6 +53,13 @@ def test_tiny_run_manifest_follows_the_contract(tiny_repository: Path, name: str
     assert manifest["finetuned_from"] is None
     assert manifest["seed"] == 5
     assert manifest["hyperparameters"]["epochs"] == 1
+    # The held-out split and three generated batches of other sizes, each within the tolerance.
+    checks = manifest["parity"]["checks"]
+    assert [(c["inputs"], c["batch_size"]) for c in checks] == [
+        ("example", manifest["split"]["test"]), ("generated", 1), ("generated", 3), ("generated", 7),
+    ]  # fmt: skip
+    assert max(c["max_abs_diff"] for c in checks) == manifest["parity"]["max_abs_diff"] <= 1e-4
+    assert all(entry["shared_with"] is None for entry in manifest["tensors"])
 
 
 @pytest.mark.parametrize(("name", "version"), SHIPPED)
@@ -90,7 +97,7 @@ def test_tensor_map_covers_the_state_dict_and_is_true(tiny_repository: Path, nam
         else:
             assert entry == {
                 "state_dict_key": entry["state_dict_key"], "onnx_initializer": None,
-                "relation": "absent", "folded_from": None,
+                "relation": "absent", "folded_from": None, "shared_with": None,
             }  # fmt: skip
 
 

@@ -31,8 +31,8 @@ def test_two_processes_reach_the_quality_of_one(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    # Only rank 0 publishes: exactly one version.
-    assert sorted(p.name for p in (tmp_path / "diabetes_mlp").iterdir()) == ["1"]
+    # Only rank 0 publishes: exactly one version (and the model's example requests).
+    assert sorted(p.name for p in (tmp_path / "diabetes_mlp").iterdir()) == ["1", "examples"]
     parallel = read_manifest(tmp_path / "diabetes_mlp" / "1")
     single = read_manifest(REPOSITORY / "diabetes_mlp" / "1")
     assert parallel["hyperparameters"]["processes"] == 2
