@@ -1,8 +1,9 @@
-"""``weightserve explain MODEL [--digit-index I | --input FILE.npy] --out heat.png``: a heat map PNG.
+"""``weightserve explain MODEL (--example NAME | --input FILE.npy) --out heat.png``: a heat map PNG.
 
 MODEL is a model folder (its highest numeric version, or ``--version``), a version folder or an
-``.onnx`` file. Inputs come from scikit-learn's bundled digits (if scikit-learn is installed) or from
-a ``.npy`` array of shape [C, H, W] or [N, C, H, W]. Runs locally on an inspection session; no server.
+``.onnx`` file. Inputs come from one of the model's example requests (``examples/NAME.json`` in the
+model folder, a V2 request body: every input of the model) or from a ``.npy`` array of shape [C, H, W]
+or [N, C, H, W] for the image input. Runs locally on an inspection session; no server, no extras.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from service.errors import ServiceError
 from service.inspection.explain import METHODS, ExplainOptions, explain
 from service.inspection.render import heatmap_png
 from service.inspection.session import InspectionSession
-from service.serving.repository import version_number
+from service.protocol.decode import decode_inputs
+from service.protocol.request import parse_request
+from service.serving.repository import TARGETS, read_example, version_number
+
+_EXAMPLE_BYTES = 64 * 1024 * 1024
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,15 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="model folder, version folder or .onnx file")
     parser.add_argument("--version", type=int, help="version number inside a model folder (default: highest)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--digit-index",
-        type=int,
-        action="append",
-        help="index into scikit-learn's digits data set (repeat for several)",
-    )
+    source.add_argument("--example", help="name of one of the model's example requests (examples/NAME.json)")
     source.add_argument("--input", type=Path, help=".npy array of shape [C, H, W] or [N, C, H, W]")
     parser.add_argument(
-        "--method", choices=METHODS, help="default: cam where the model allows it, else occlusion"
+        "--method",
+        choices=METHODS,
+        help="default: cam where it is exact (global pool + one linear layer), else grad-cam, else occlusion",
     )
     parser.add_argument("--target", help="class index or label (default: each input's predicted class)")
     parser.add_argument("--window", type=int, help="occlusion window side in pixels")
@@ -74,20 +76,22 @@ def _labels(model_path: Path) -> list[str] | None:
     return [str(label) for label in labels] if isinstance(labels, list) else None
 
 
-def _inputs(args: argparse.Namespace) -> np.ndarray:
+def _model_folder(model_path: Path) -> Path:
+    """The model folder (holding ``examples/``) of a version's model.onnx."""
+    return model_path.parent.parent if version_number(model_path.parent.name) else model_path.parent
+
+
+def _feeds(args: argparse.Namespace, session: InspectionSession, model_path: Path) -> dict[str, np.ndarray]:
+    image = session.image
+    assert image is not None
     if args.input is not None:
         array: np.ndarray = np.load(args.input, allow_pickle=False)
-        return array[None] if array.ndim == 3 else array
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise FileNotFoundError("--digit-index needs scikit-learn; pass --input FILE.npy instead") from exc
-    images: np.ndarray = load_digits().images
-    indices = list(args.digit_index)
-    bad = [i for i in indices if not 0 <= i < len(images)]
-    if bad:
-        raise FileNotFoundError(f"digit index {bad[0]} is outside 0..{len(images) - 1}")
-    return np.stack([images[i][None] for i in indices])
+        return {image.name: (array[None] if array.ndim == 3 else array).astype(np.float32)}
+    folder = _model_folder(model_path)
+    body = read_example(folder, args.example, _EXAMPLE_BYTES)
+    request = parse_request(body, {}, _EXAMPLE_BYTES)
+    request.inputs = [tensor for tensor in request.inputs if tensor.name != TARGETS]  # an evaluation example
+    return decode_inputs(request, session.inputs, folder.name, _EXAMPLE_BYTES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         session = InspectionSession(model_path)
         if session.image is None:
             raise FileNotFoundError(f"{model_path} has no image input (rank 4, [N, C, H, W])")
-        images = _inputs(args).astype(np.float32)
+        feeds = _feeds(args, session, model_path)
+        images = feeds[session.image.name]
         labels = _labels(model_path)
-        result = explain(session, {session.image.name: images}, options, labels=labels)
+        result = explain(session, feeds, options, labels=labels)
     except (OSError, ValueError, ServiceError) as exc:
         message = exc.message if isinstance(exc, ServiceError) else str(exc)
         print(f"weightserve explain: {message}", file=sys.stderr)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +49,31 @@ def test_explain_refuses_clearly(model_dir: Path, tmp_path: Path, capsys: pytest
     assert not out.exists()
 
 
-def test_explain_digits_by_index_falls_back_to_occlusion_without_a_cam_head(
-    model_dir: Path, tmp_path: Path
-) -> None:
-    pytest.importorskip("sklearn")
-    digits = tmp_path / "digits.onnx"
+def test_explain_reads_an_example_request_of_the_model(tmp_path: Path) -> None:
     from .conftest import region_scorer
 
-    region_scorer(digits, np.eye(8))
+    model = tmp_path / "digits" / "1" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    region_scorer(model, np.eye(8))
+    examples = tmp_path / "digits" / "examples"
+    examples.mkdir()
+    images = np.random.default_rng(1).uniform(0, 16, size=(2, 1, 8, 8)).astype(np.float32)
+    tensor = {"name": "image", "datatype": "FP32", "shape": [2, 1, 8, 8], "data": images.ravel().tolist()}
+    (examples / "two.json").write_text(json.dumps({"inputs": [tensor]}))
     out = tmp_path / "digits.png"
 
-    code = main([str(digits), "--digit-index", "3", "--digit-index", "5", "--out", str(out)])
+    code = main([str(tmp_path / "digits"), "--example", "two", "--out", str(out)])
+    unknown = main([str(tmp_path / "digits"), "--example", "nope", "--out", str(tmp_path / "x.png")])
+
+    assert (code, unknown) == (0, 2)
+    assert Image.open(out).size == (2 * 8 * 32 + 4, 2 * 8 * 32 + 4)
+
+
+def test_explain_the_shipped_digit_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = Path(__file__).resolve().parents[2] / "models"
+    out = tmp_path / "heat.png"
+
+    code = weightserve(["explain", str(models / "digits_cnn"), "--example", "digit-3", "--out", str(out)])
 
     assert code == 0
-    assert Image.open(out).size == (2 * 8 * 32 + 4, 2 * 8 * 32 + 4)
+    assert "predicted 3" in capsys.readouterr().out
