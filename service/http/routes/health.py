@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from service.ops.supervisor import PoolStatus
 from service.serving.registry import ModelRegistry
 
 
@@ -23,9 +24,12 @@ class HealthController(Controller):
         return Response({"live": True})
 
     @get("/health/ready", sync_to_thread=False)
-    def ready(self, registry: ModelRegistry) -> Response[dict[str, bool]]:
-        # V2: the status code is the answer; 4xx means "not ready".
-        return Response({"ready": registry.ready}, status_code=200 if registry.ready else 400)
+    def ready(self, registry: ModelRegistry, state: State) -> Response[dict[str, object]]:
+        # V2: the status code is the answer; 4xx means "not ready". The worker pool rides along: a
+        # worker dying in a loop shows here (and in /metrics) while the others keep serving.
+        workers: PoolStatus = state.workers
+        body = {"ready": registry.ready, "workers": workers.as_json()}
+        return Response(body, status_code=200 if registry.ready else 400)
 
     @get("/", sync_to_thread=False)
     def server_metadata(self, state: State) -> dict[str, object]:
