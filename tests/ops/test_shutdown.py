@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.server import serve
 from tests.serving.onnx_models import infer_body, write_version
-from tests.serving.server import ServerProcess
 
 IN_FLIGHT = 6
 
@@ -43,11 +43,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path, worker
         "max_batch_size": str(batch),
         "max_concurrent_runs": "1",
     }
-    with ServerProcess(repository, tmp_path / "server.log", **settings) as server:
+    with serve(repository, tmp_path, log_level="info", **settings) as server:
 
         def client() -> None:
             try:
-                response = httpx.post(f"{server.url}/v2/models/slow/infer", json=infer_body(), timeout=120)
+                response = httpx.post(f"{server.base_url}/v2/models/slow/infer", json=infer_body(), timeout=120)
                 outcome: int | str = response.status_code
             except httpx.HTTPError as exc:
                 outcome = repr(exc)
@@ -60,16 +60,15 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path, worker
         deadline = time.monotonic() + 60
         # Every request not yet answered is in flight (on a loaded machine the first may finish
         # before the last arrives), and at least two are: then the signal lands mid-flight.
-        while (current := _in_flight(server.url)) < max(2, IN_FLIGHT - len(results)):
+        while (current := _in_flight(server.base_url)) < max(2, IN_FLIGHT - len(results)):
             assert time.monotonic() < deadline, "requests never became in flight"
             time.sleep(0.005)
         assert current >= 2
-        assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
         readiness: list[int | str] = []
         while server.process.poll() is None:
             try:
-                readiness.append(httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code)
+                readiness.append(httpx.get(f"{server.base_url}/v2/health/ready", timeout=5).status_code)
             except httpx.TransportError as exc:
                 readiness.append(type(exc).__name__)
             time.sleep(0.02)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from service.errors import ModelNotFound, Overloaded, RequestTimeout
-from service.serving.admission import AdmissionGate
 from service.ops.run_dir import private_run_dir
+from service.serving.admission import AdmissionGate
 from service.serving.follower import start_in_process
 from service.serving.registry import ModelRegistry
 from service.serving.triton_stats import StatsBook
