@@ -17,6 +17,14 @@ _DELEGATES = {
 }
 
 
+def threads_per_worker(workers: int) -> int:
+    """onnxruntime intra-op threads per session when not configured: the cores this process may use
+    (its CPU quota included) split between the workers."""
+    from service.settings import available_cores
+
+    return max(1, available_cores() // workers)
+
+
 def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="weightserve serve", description="Serve the model repository over HTTP.")
     parser.add_argument("--repository", help="model repository folder (default: models)")
@@ -34,7 +42,7 @@ def _serve(argv: list[str]) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from service.settings import Settings, available_cores
+    from service.settings import Settings
 
     try:
         settings = Settings()
@@ -45,7 +53,7 @@ def _serve(argv: list[str]) -> int:
         # onnxruntime's default is a thread per core in every process, and it counts the host's
         # cores, not the container's CPU quota: N workers would run N x cores compute threads
         # (spinning while idle) against N event loops. Split the cores this process may use instead.
-        os.environ["WEIGHTSERVE_INTRA_OP_THREADS"] = str(max(1, available_cores() // settings.workers))
+        os.environ["WEIGHTSERVE_INTRA_OP_THREADS"] = str(threads_per_worker(settings.workers))
     if not settings.repository.is_dir():
         print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
         return 2

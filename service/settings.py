@@ -20,7 +20,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
 
-def available_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP) -> int:
+def available_cores(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> int:
     """Cores this process may use, at least 1: its CPU affinity, capped by its cgroup's CPU quota.
 
     A container limited to 2 CPUs on a 64-core host sees 64 cores in its affinity; only the quota
@@ -34,7 +34,7 @@ def available_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SE
     return max(1, cores)
 
 
-def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
+def cpu_quota(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
     """CPUs per period this process's cgroup (or any cgroup above it) may use; None when unlimited.
 
     cgroup v2: ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``). cgroup v1: the ``cpu``
@@ -42,6 +42,8 @@ def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGR
     own cgroup comes from ``/proc/self/cgroup``; inside a container whose cgroup folder is mounted as
     the root, that path does not exist below the mount and the mount's own limit applies.
     """
+    cgroup_root = CGROUP_ROOT if cgroup_root is None else cgroup_root
+    proc_cgroup = PROC_SELF_CGROUP if proc_cgroup is None else proc_cgroup
     paths: dict[str, str] = {}
     try:
         for line in proc_cgroup.read_text(encoding="utf-8").splitlines():

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.app import create_app
+from service.settings import Settings
 from tests.server import serve
 from tests.serving.onnx_models import infer_body, write_version
 
@@ -66,11 +68,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path, worker
         assert current >= 2
         server.process.send_signal(signal.SIGTERM)
         readiness: list[int | str] = []
+        model_readiness: list[int | str] = []
         while server.process.poll() is None:
-            try:
-                readiness.append(httpx.get(f"{server.base_url}/v2/health/ready", timeout=5).status_code)
-            except httpx.TransportError as exc:
-                readiness.append(type(exc).__name__)
+            for path, seen in (("/v2/health/ready", readiness), ("/v2/models/slow/ready", model_readiness)):
+                try:
+                    seen.append(httpx.get(f"{server.base_url}{path}", timeout=5).status_code)
+                except httpx.TransportError as exc:
+                    seen.append(type(exc).__name__)
             time.sleep(0.02)
         for thread in threads:
             thread.join(timeout=60)
@@ -82,4 +86,19 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path, worker
         # uvicorn's supervisor forwards the signal within half a second, so a probe may still
         # reach a worker that has not heard of it yet.)
         assert 200 not in readiness, readiness
+        assert 200 not in model_readiness, model_readiness  # tritonclient's is_model_ready reads the status
     assert exit_code == 0, log
+
+
+async def test_model_readiness_answers_no_with_its_status_once_the_server_drains(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    write_version(repository, "m", 1)
+    app = create_app(Settings(repository=repository))
+    async with app.lifespan(), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:  # type: ignore[arg-type]
+        for path in ("/v2/models/m/ready", "/v2/models/m/versions/1/ready"):
+            assert (await client.get(path)).status_code == 200
+        app.state.registry.begin_shutdown()  # what SIGTERM does first
+        for path in ("/v2/models/m/ready", "/v2/models/m/versions/1/ready", "/v2/health/ready"):
+            answer = await client.get(path)
+            assert answer.status_code == 400, path
+            assert answer.json()["ready"] is False

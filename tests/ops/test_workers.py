@@ -137,9 +137,11 @@ def test_control_calls_and_statistics_answer_alike_from_every_worker(repository:
         assert _alike(lambda: _status(server, "/v2/models/m/ready")) == 200
         assert _alike(lambda: _status(server, "/v2/models/m/versions/1/ready")) == 200
         config = _alike(lambda: _json(server, "/v2/models/m/config"))
-        assert config[0] == 200 and config[1]["name"] == "m"
+        assert config[0] == 200
+        assert config[1]["name"] == "m"
         metadata = _alike(lambda: _json(server, "/v2/models/m"))
-        assert metadata[0] == 200 and metadata[1]["versions"] == ["1"]
+        assert metadata[0] == 200
+        assert metadata[1]["versions"] == ["1"]
         index = _alike(lambda: _index(server))
         assert {(e["name"], e.get("version"), e["state"]) for e in index} == {
             ("m", "1", "READY"),
@@ -192,7 +194,8 @@ def test_a_load_that_fails_in_one_worker_leaves_every_worker_on_the_old_version(
         assert _alike(lambda: _status(server, "/v2/models/m/versions/2/ready")) == 404
         index = _alike(lambda: _index(server))
         entry = next(e for e in index if e["name"] == "m" and e["version"] == "2")
-        assert entry["state"] == "UNAVAILABLE" and f"(pid {victim})" in entry["reason"], entry
+        assert entry["state"] == "UNAVAILABLE", entry
+        assert f"(pid {victim})" in entry["reason"], entry
         assert victim in server.worker_pids()  # it failed to load, and it still serves
 
         # The same files, with the limit lifted: every worker switches.
