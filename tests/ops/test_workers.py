@@ -103,6 +103,8 @@ def test_control_calls_and_statistics_answer_alike_from_every_worker(repository:
         served = _served_by(tmp_path, "m", 1)
         assert len(served) >= 2, served  # the kernel did spread the connections
         assert sum(served.values()) == requests
+        # m and other hold the same bytes: one snapshot, checked once, loaded by all four workers.
+        assert len(list((tmp_path / "state").glob("weightserve-*/snapshots/[0-9a-f]*"))) == 1
 
         # Statistics: the sums over every worker, whichever worker answers.
         stats = _alike(lambda: _json(server, "/v2/models/m/stats"))
