@@ -33,8 +33,8 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,7 +56,6 @@ MAX_BACKOFF_S = 30.0
 _ENV_SOCKET = "WEIGHTSERVE_SUPERVISOR_SOCKET"
 _ENV_RUN_DIR = "WEIGHTSERVE_SUPERVISOR_RUN_DIR"
 _ENV_SLOT = "WEIGHTSERVE_SUPERVISOR_SLOT"
-_TICK_S = 0.1
 
 
 class ControlPlane(Protocol):
@@ -128,7 +127,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, options: dict[str, Any], slot: int, link: str, run_dir: str, ready: Event) -> None:
+def _worker(
+    host: str, port: int, options: dict[str, Any], slot: int, link: str, run_dir: str, ready: Connection
+) -> None:
     os.environ.update({_ENV_SLOT: str(slot), _ENV_SOCKET: link, _ENV_RUN_DIR: run_dir})
     import uvicorn
 
@@ -142,12 +143,14 @@ def _worker(host: str, port: int, options: dict[str, Any], slot: int, link: str,
         runner.run(_serve_and_report(server, sock, ready))
 
 
-async def _serve_and_report(server: Any, sock: socket.socket, ready: Event) -> None:
+async def _serve_and_report(server: Any, sock: socket.socket, ready: Connection) -> None:
+    """Run uvicorn; tell the supervisor once it listens (its app has started: models loaded)."""
     serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.wait([serving], timeout=0.05)
     if server.started:
-        ready.set()
+        ready.send_bytes(b"ready")
+    ready.close()
     await serving
 
 
@@ -155,7 +158,8 @@ async def _serve_and_report(server: Any, sock: socket.socket, ready: Event) -> N
 class _Slot:
     index: int
     process: BaseProcess | None = None
-    ready: Event | None = None
+    ready: Connection | None = None
+    """Our end of the pipe the worker writes to once it listens (EOF if it dies first)."""
     started_at: float = 0.0
     ready_at: float | None = None
     established: bool = False
@@ -163,12 +167,7 @@ class _Slot:
     failures: int = 0
     """Deaths in a row, each within STABLE_S of becoming ready (or before)."""
     restarts: int = 0
-    next_start: float | None = None
     next_start_wall: float = 0.0
-
-
-class _ConfigurationError(Exception):
-    pass
 
 
 class Supervisor:
@@ -196,6 +195,7 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._control: ControlPlane | None = None
         self._notices: set[asyncio.Task[None]] = set()
+        self._status = 0
 
     def run(self) -> int:
         """Run the workers until a stop signal; the exit status for ``weightserve serve``."""
@@ -212,9 +212,9 @@ class Supervisor:
             await self._control.start()
             for slot in self._slots:
                 self._start(slot)
-            return await self._watch()
-        except _ConfigurationError:
-            return 1
+            # Everything else happens in callbacks: a worker's pipe (ready), its sentinel (exit).
+            await self._stop.wait()
+            return self._status
         finally:
             await self._stop_all()
             server.close()
@@ -223,60 +223,68 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
 
     def _start(self, slot: _Slot) -> None:
+        if self._stop.is_set():
+            return
+        loop = asyncio.get_running_loop()
         host, port, options = self._args
-        slot.ready = self._context.Event()
-        args = (host, port, options, slot.index, str(self._socket), str(self._run_dir), slot.ready)
+        ours, theirs = self._context.Pipe(duplex=False)
+        args = (host, port, options, slot.index, str(self._socket), str(self._run_dir), theirs)
         process = self._context.Process(target=_worker, args=args, name=f"weightserve worker {slot.index}")
         process.start()
-        slot.process, slot.started_at, slot.ready_at, slot.next_start = process, time.monotonic(), None, None
+        theirs.close()  # the worker holds the only writing end: its exit is an end of file here
+        slot.process, slot.ready, slot.started_at, slot.ready_at = process, ours, time.monotonic(), None
+        loop.add_reader(ours.fileno(), self._on_ready, slot, process)
+        loop.add_reader(process.sentinel, self._on_exit, slot, process)
         log.info("worker %d started (pid %s)", slot.index, process.pid)
 
-    async def _watch(self) -> int:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            changed = [self._check(slot, now) for slot in self._slots]
-            if any(changed):
-                self._broadcast()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), _TICK_S)
-        return 0
+    def _on_ready(self, slot: _Slot, process: BaseProcess) -> None:
+        assert slot.ready is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(slot.ready.fileno())
+        try:
+            slot.ready.recv_bytes()
+        except (EOFError, OSError):
+            return  # it died before it listened: its sentinel says so
+        finally:
+            slot.ready.close()
+        slot.ready_at = time.monotonic()
+        slot.established = True
+        log.info("worker %d (pid %s) is ready", slot.index, process.pid)
+        if slot.failures:
+            loop.call_later(STABLE_S, self._stayed_up, slot, process)
+        self._broadcast()
 
-    def _check(self, slot: _Slot, now: float) -> bool:
-        """Advance one slot; True when the pool's state changed."""
-        process = slot.process
-        if process is None:
-            if slot.next_start is not None and now >= slot.next_start:
-                self._start(slot)
-                return True
-            return False
-        if slot.ready_at is None and slot.ready is not None and slot.ready.is_set():
-            slot.ready_at = now
-            slot.established = True
-            log.info("worker %d (pid %s) is ready", slot.index, process.pid)
-            return True
-        if process.exitcode is None:
-            if slot.failures and slot.ready_at is not None and now - slot.ready_at >= STABLE_S:
-                slot.failures = 0  # it has stayed up: out of the loop
-                return True
-            return False
-        self._on_exit(slot, process, now)
-        return True
+    def _stayed_up(self, slot: _Slot, process: BaseProcess) -> None:
+        if slot.process is process and process.exitcode is None:
+            slot.failures = 0  # out of the loop
+            self._broadcast()
 
-    def _on_exit(self, slot: _Slot, process: BaseProcess, now: float) -> None:
+    def _on_exit(self, slot: _Slot, process: BaseProcess) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(process.sentinel)
+        process.join()  # reaped: it has ended
+        if slot.ready is not None and not slot.ready.closed:
+            loop.remove_reader(slot.ready.fileno())
+            slot.ready.close()
+        slot.process, slot.ready = None, None
         _forget_metrics(process.pid)
+        if self._stop.is_set():
+            return
         code = process.exitcode
         if not slot.established:
             log.error(
                 "worker %d (pid %s) exited with %s before it was ever ready: a configuration problem; stopping",
                 slot.index, process.pid, code,
             )  # fmt: skip
-            raise _ConfigurationError
+            self._status = 1
+            self._stop.set()
+            return
+        now = time.monotonic()
         if slot.ready_at is not None and now - slot.ready_at >= STABLE_S:
             slot.failures = 0
         slot.failures += 1
         slot.restarts += 1
         delay = 0.0 if slot.failures == 1 else min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (slot.failures - 2))
-        slot.process, slot.ready, slot.next_start = None, None, now + delay
         slot.next_start_wall = time.time() + delay
         if slot.failures == 1:
             log.error("worker %d (pid %s) exited with %s; starting a new one", slot.index, process.pid, code)
@@ -286,6 +294,8 @@ class Supervisor:
                 "crash loop, next start in %.0f s",
                 slot.index, process.pid, code, slot.failures, STABLE_S, delay,
             )  # fmt: skip
+        loop.call_later(delay, self._start, slot)
+        self._broadcast()
 
     def status(self) -> PoolStatus:
         alive = [s for s in self._slots if s.process is not None and s.ready_at is not None]
@@ -326,7 +336,15 @@ class Supervisor:
             self._control.detach(channel)
 
     async def _stop_all(self) -> None:
-        running = [s.process for s in self._slots if s.process is not None]
+        loop = asyncio.get_running_loop()
+        running = []
+        for slot in self._slots:
+            if slot.process is not None:
+                loop.remove_reader(slot.process.sentinel)  # joined here from now on
+                running.append(slot.process)
+            if slot.ready is not None and not slot.ready.closed:
+                loop.remove_reader(slot.ready.fileno())
+                slot.ready.close()
         for process in running:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the worker drains and stops
