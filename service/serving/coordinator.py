@@ -92,6 +92,7 @@ class Coordinator:
         self._members: list[Member] = []
         self._arrivals: list[Member] = []
         self._started: asyncio.Future[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- members
@@ -106,14 +107,9 @@ class Coordinator:
             self._started = asyncio.get_running_loop().create_future()
         if not self._started.done():
             self._arrivals.append(member)
-            if len(self._arrivals) >= self._expected:
-                try:
-                    await self._startup()
-                except BaseException as exc:
-                    if not self._started.done():
-                        self._started.set_exception(exc)
-                    raise
-                self._started.set_result(None)
+            if len(self._arrivals) >= self._expected and self._starting is None:
+                # A task of its own: the startup must not end with whichever request triggered it.
+                self._starting = asyncio.get_running_loop().create_task(self._startup())
             await asyncio.shield(self._started)
             return
         async with self._lock:
@@ -165,6 +161,8 @@ class Coordinator:
             log.warning("model repository %s is missing; keeping the loaded models", self._root)
             return
         async with self._lock:
+            if not self._members:
+                return  # no worker to try new versions on (all are being replaced): next time
             specs = await anyio.to_thread.run_sync(scan, self._root)
             seen = {spec.name for spec in specs}
             for spec in specs:
@@ -188,13 +186,20 @@ class Coordinator:
     # ---------------------------------------------------------------- internals
 
     async def _startup(self) -> None:
-        async with self._lock:
-            self._members = list(self._arrivals)
-            self._arrivals.clear()
-            specs = await anyio.to_thread.run_sync(scan, self._root)
-            for spec in specs:
-                await self._apply(spec, force=False)
-            await self._commit([], changed=True)  # every worker hears the (maybe empty) state once
+        assert self._started is not None
+        try:
+            async with self._lock:
+                self._members = list(self._arrivals)
+                self._arrivals.clear()
+                specs = await anyio.to_thread.run_sync(scan, self._root)
+                for spec in specs:
+                    await self._apply(spec, force=False)
+                await self._commit([], changed=True)  # every worker hears the (maybe empty) state once
+        except Exception as exc:
+            log.exception("the startup decision failed")
+            self._started.set_exception(exc)
+        else:
+            self._started.set_result(None)
 
     async def _catch_up(self, member: Member) -> None:
         plans = [plan for versions in self._served.values() for plan in versions.values()]

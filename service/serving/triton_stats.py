@@ -125,11 +125,12 @@ class StatsBook:
             for slot in range(_HEADER):
                 totals[slot] += values[slot]
             last_ms = max(last_ms, values[_LAST_MS])
-            for base in range(_HEADER, SLOTS, 3):
-                if values[base]:
-                    entry = batches.setdefault(values[base] - 1, [0, 0])
-                    entry[0] += values[base + 1]
-                    entry[1] += values[base + 2]
+            tags = values[_HEADER::3]
+            for position in (i for i, tag in enumerate(tags) if tag):
+                base = _HEADER + 3 * position
+                entry = batches.setdefault(tags[position] - 1, [0, 0])
+                entry[0] += values[base + 1]
+                entry[1] += values[base + 2]
         zero = {"count": 0, "ns": 0}
         stats = {key: {"count": totals[2 * i], "ns": totals[2 * i + 1]} for i, key in enumerate(_DURATIONS)}
         return {
