@@ -91,7 +91,7 @@ export async function renderModels(view, ctx) {
       h("ul", {}, multi.map((n) => h("li", {}, h("a", { href: `#/models/${enc(n)}/diff` }, `${n}: weight diff between versions`)))));
   }
   view.append(h("p", { class: "muted" }, "Latencies are means over successful requests since the server started, ",
-    "summed over all its worker processes (statistics extension)."));
+    "across all its worker processes (statistics extension)."));
   await fill;
   table.dataset.filled = "done";
 }
