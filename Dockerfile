@@ -50,9 +50,9 @@ COPY --from=builder /opt/venv /opt/venv
 # The shipped models. Owned by the service user so that a named volume seeded from here stays
 # writable for the trainer image (same uid); servers mount repositories read-only.
 COPY --chown=10001:10001 models /models
-# One server process per container: replicas are the unit of scale (compose, Kubernetes), and a
-# container's CPU limit is invisible to the per-core default. Size onnxruntime's thread pool to
-# the limit with WEIGHTSERVE_INTRA_OP_THREADS.
+# One server process per container: replicas are the unit of scale (compose, Kubernetes).
+# onnxruntime's threads default to the container's CPU quota; /tmp (writable, also on a read-only
+# root) holds the server's working folder, with a snapshot of every served version's files.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     WEIGHTSERVE_REPOSITORY=/models \

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import logging
+import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -32,12 +32,14 @@ from service.http.routes.weights import WeightsController, provide_weight_store
 from service.inspection.inspector import Inspector
 from service.ops.logs import configure_logging
 from service.ops.prometheus import ServiceMetrics
+from service.ops.run_dir import private_run_dir
 from service.ops.shutdown import on_stop_signal
+from service.ops.supervisor import PoolStatus, worker_context
+from service.serving.follower import follow_supervisor, start_in_process
 from service.serving.registry import ModelRegistry
+from service.serving.triton_stats import StatsBook
 from service.settings import Settings
 from service.weights.store import WeightStore
-
-log = logging.getLogger(__name__)
 
 # Extensions of GET /v2, only those really implemented.
 EXTENSIONS = (
@@ -62,40 +64,52 @@ def provide_settings(state: State) -> Settings:
     return settings
 
 
-async def _poll_forever(registry: ModelRegistry, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await registry.poll()
-        except Exception:  # a bad scan must not stop polling
-            log.exception("repository poll failed")
+def _report_pool(metrics: ServiceMetrics, pool: PoolStatus) -> None:
+    metrics.workers.set(pool.configured)
+    metrics.workers_ready.set(pool.ready)
+    metrics.worker_restarts.set(pool.restarts)
+    metrics.workers_crash_looping.set(len(pool.crash_looping))
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    registry = ModelRegistry(settings, metrics=app.state.metrics)
-    app.state.registry = registry
-    app.state.weights = WeightStore(settings.weights)
-    app.state.inspector = Inspector(settings.inspection)
-    await registry.start()
-    # Everything built so far lives as long as the process: keep the collector from rescanning it,
-    # since a full collection over the frameworks' objects stalls every request for tens of ms.
-    gc.collect()
-    gc.freeze()
-    poller = None
-    if settings.poll_interval_s > 0:
-        poller = asyncio.get_running_loop().create_task(_poll_forever(registry, settings.poll_interval_s))
-    try:
-        with on_stop_signal(registry.begin_shutdown):
-            yield
-    finally:
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
-        await registry.drain(settings.drain_timeout_s)
-        await registry.aclose()
+    metrics: ServiceMetrics = app.state.metrics
+    pool: PoolStatus = app.state.workers
+    supervisor = worker_context()
+    with contextlib.ExitStack() as owned:
+        # One worker: this process owns the working folder. Several: the supervisor does.
+        run_dir = supervisor.run_dir if supervisor else owned.enter_context(private_run_dir(settings.state_dir))
+        stats = StatsBook(run_dir / "stats", writer=str(os.getpid()))
+        owned.callback(stats.close)
+        registry = ModelRegistry(settings, stats, metrics=metrics)
+        app.state.registry = registry
+        app.state.weights = WeightStore(settings.weights)
+        app.state.inspector = Inspector(settings.inspection)
+        _report_pool(metrics, pool)
+
+        def pool_changed(report: dict[str, Any]) -> None:
+            pool.update(report)
+            _report_pool(metrics, pool)
+
+        # Entered once this process serves the repository state decided for the whole server.
+        link = (
+            follow_supervisor(registry, supervisor, pool_changed)
+            if supervisor is not None
+            else start_in_process(registry, settings, run_dir)
+        )
+        try:
+            async with link:
+                # Everything built so far lives as long as the process: keep the collector from
+                # rescanning it, since a full collection over the frameworks' objects stalls every
+                # request for tens of ms.
+                gc.collect()
+                gc.freeze()
+                with on_stop_signal(registry.begin_shutdown):
+                    yield
+        finally:
+            await registry.drain(settings.drain_timeout_s)
+            await registry.aclose()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -120,7 +134,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "weights": Provide(provide_weight_store, sync_to_thread=False),
         },
         lifespan=[_lifespan],
-        state=State({"settings": settings, "extensions": list(EXTENSIONS), "metrics": metrics}),
+        state=State(
+            {"settings": settings, "extensions": list(EXTENSIONS), "metrics": metrics, "workers": PoolStatus()}
+        ),
         guards=[access.guard],
         middleware=[DefineMiddleware(AuditTrail, policy=access)],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -18,12 +18,20 @@ _DELEGATES = {
 }
 
 
+def threads_per_worker(workers: int) -> int:
+    """onnxruntime intra-op threads per session when not configured: the cores this process may use
+    (its CPU quota included) split between the workers."""
+    from service.settings import available_cores
+
+    return max(1, available_cores() // workers)
+
+
 def _serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="weightserve serve", description="Serve the model repository over HTTP.")
     parser.add_argument("--repository", help="model repository folder (default: models)")
     parser.add_argument("--host", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: 8000)")
-    parser.add_argument("--workers", type=int, help="server processes (default: one per core)")
+    parser.add_argument("--workers", type=int, help="server processes (default: one per core, within the CPU quota)")
     parser.add_argument("--log-level", help="debug, info, warning, error")
     args = parser.parse_args(argv)
     # Settings travel through the environment so every worker process builds the same ones.
@@ -35,7 +43,7 @@ def _serve(argv: list[str]) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from service.settings import Settings, available_cores
+    from service.settings import Settings
 
     try:
         settings = Settings()
@@ -43,13 +51,16 @@ def _serve(argv: list[str]) -> int:
         print(f"weightserve serve: invalid settings: {exc}", file=sys.stderr)
         return 2
     if settings.intra_op_threads == 0:
-        # onnxruntime's default is a thread per core in every process: N workers would run N x cores
-        # compute threads (spinning while idle) against N event loops. Split the cores instead.
-        os.environ["WEIGHTSERVE_INTRA_OP_THREADS"] = str(max(1, available_cores() // settings.workers))
+        # onnxruntime's default is a thread per core in every process, and it counts the host's
+        # cores, not the container's CPU quota: N workers would run N x cores compute threads
+        # (spinning while idle) against N event loops. Split the cores this process may use instead.
+        os.environ["WEIGHTSERVE_INTRA_OP_THREADS"] = str(threads_per_worker(settings.workers))
     if not settings.repository.is_dir():
         print(f"weightserve serve: model repository {settings.repository} is not a directory", file=sys.stderr)
         return 2
+    from service.ops.logs import configure_logging
     from service.ops.prometheus import shared_across_workers
+    from service.ops.run_dir import private_run_dir
     from service.ops.shutdown import exit_zero_after_graceful_stop
     from service.ops.supervisor import Supervisor
 
@@ -63,8 +74,11 @@ def _serve(argv: list[str]) -> int:
     exit_zero_after_graceful_stop()
     with shared_across_workers(settings.workers):
         if settings.workers > 1:
-            # Not uvicorn's supervisor: its workers share one socket, so connections pile onto one.
-            return Supervisor(settings.workers, settings.host, settings.port, options).run()
+            # Not uvicorn's supervisor: its workers share one socket, so connections pile onto one,
+            # and nothing there keeps the workers serving one repository state.
+            configure_logging(settings.log_level, settings.log_format)
+            with private_run_dir(settings.state_dir) as run_dir:
+                return Supervisor(settings.workers, settings.host, settings.port, options, settings, run_dir).run()
         uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port, **options)
     return 0
 

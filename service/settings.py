@@ -5,8 +5,9 @@ environment names: ``WEIGHTSERVE_WEIGHTS_SPECTRAL_BUDGET`` sets ``settings.weigh
 
 from __future__ import annotations
 
+import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -22,9 +23,88 @@ data), ``export`` (raw weight values), ``admin`` (repository load and unload).""
 SCOPES: tuple[Scope, ...] = ("infer", "inspect", "export", "admin")
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    return max(1, len(os.sched_getaffinity(0)))
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def available_cores(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> int:
+    """Cores this process may use, at least 1: its CPU affinity, capped by its cgroup's CPU quota.
+
+    A container limited to 2 CPUs on a 64-core host sees 64 cores in its affinity; only the quota
+    (``docker run --cpus``, a Kubernetes CPU limit) says it gets 2. A fractional quota rounds up:
+    1.5 CPUs is 2 cores, each busy three quarters of the time.
+    """
+    cores = len(os.sched_getaffinity(0))
+    quota = cpu_quota(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cpu_quota(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
+    """CPUs per period this process's cgroup (or any cgroup above it) may use; None when unlimited.
+
+    cgroup v2: ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``). cgroup v1: the ``cpu``
+    controller's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1 is unlimited). The process's
+    own cgroup comes from ``/proc/self/cgroup``; inside a container whose cgroup folder is mounted as
+    the root, that path does not exist below the mount and the mount's own limit applies.
+    """
+    cgroup_root = CGROUP_ROOT if cgroup_root is None else cgroup_root
+    proc_cgroup = PROC_SELF_CGROUP if proc_cgroup is None else proc_cgroup
+    paths: dict[str, str] = {}
+    try:
+        for line in proc_cgroup.read_text(encoding="utf-8").splitlines():
+            fields = line.split(":", 2)
+            if len(fields) == 3:
+                for controller in fields[1].split(","):
+                    paths[controller] = fields[2]  # "" is the v2 unified hierarchy
+    except OSError:
+        pass
+    limits: list[float | None]
+    if (cgroup_root / "cgroup.controllers").is_file():
+        limits = [_v2_limit(folder) for folder in _cgroup_levels(cgroup_root, paths.get("", "/"))]
+    else:
+        mounts = [cgroup_root / name for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu")]
+        mount = next((folder for folder in mounts if folder.is_dir()), None)
+        if mount is None:
+            return None
+        limits = [_v1_limit(folder) for folder in _cgroup_levels(mount, paths.get("cpu", "/"))]
+    found = [limit for limit in limits if limit is not None]
+    return min(found) if found else None
+
+
+def _cgroup_levels(mount: Path, path: str) -> list[Path]:
+    """The cgroup's folder under ``mount`` and each parent up to the mount, those that exist."""
+    parts = [part for part in PurePosixPath(path.strip() or "/").parts if part not in ("/", "..", ".")]
+    folders = [mount.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+    return [folder for folder in folders if folder.is_dir()]
+
+
+def _v2_limit(folder: Path) -> float | None:
+    try:
+        fields = (folder / "cpu.max").read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    return _ratio(fields[0], fields[1])
+
+
+def _v1_limit(folder: Path) -> float | None:
+    try:
+        quota = (folder / "cpu.cfs_quota_us").read_text(encoding="utf-8").strip()
+        period = (folder / "cpu.cfs_period_us").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return _ratio(quota, period)
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    try:
+        value, length = int(quota), int(period)
+    except ValueError:
+        return None
+    return value / length if value > 0 and length > 0 else None
 
 
 class WeightSettings(BaseModel):
@@ -143,7 +223,8 @@ class Settings(BaseSettings):
     """Port ``weightserve serve`` binds to."""
 
     workers: int = Field(default_factory=available_cores, ge=1)
-    """Server processes (default: one per core); each has its own sessions and batchers."""
+    """Server processes (default: one per core the process may use, its cgroup's CPU quota included);
+    each has its own sessions and batchers, and all of them serve one repository state."""
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     """Default ordered onnxruntime execution providers; a model's config.json may override them."""
@@ -201,6 +282,13 @@ class Settings(BaseSettings):
 
     drain_timeout_s: float = Field(default=30.0, ge=0.0)
     """On shutdown, how long in-flight requests may take to finish."""
+
+    state_dir: Path | None = None
+    """Where the server keeps its private working folder: the snapshots of the model files it serves
+    (so every worker, the weights view and inspection read exactly the bytes the loader checked)
+    and the workers' shared statistics. Default: the system's temporary folder. Each server makes a
+    new folder inside it and removes it when it stops; snapshots take as much space as the served
+    versions' files, so point this at a disk (not a memory-backed /tmp) for large models."""
 
     log_level: str = "info"
     """Log level for the service's loggers."""

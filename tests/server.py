@@ -1,4 +1,9 @@
-"""Start a real ``weightserve serve`` process on a free loopback port, for end-to-end tests."""
+"""Start a real ``weightserve serve`` process on a free loopback port, for end-to-end tests.
+
+The one helper every end-to-end test uses: ``serve(repository, log_dir, workers=4, admin_token=...)``.
+The server gets a clean environment (no ``WEIGHTSERVE_*`` of the caller's), one worker unless a test
+asks for more, and is stopped with SIGTERM (then SIGKILL) when the block ends.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+ADMIN_TOKEN = "end-to-end-test-token"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -41,35 +50,77 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def workers(self) -> dict[str, Any]:
+        """The worker pool as the readiness endpoint reports it (any worker answers)."""
+        body: dict[str, Any] = httpx.get(f"{self.base_url}/v2/health/ready", timeout=10).json()["workers"]
+        return body
+
+    def worker_pids(self) -> list[int]:
+        """The processes that hold a listening socket on the port (the server itself with one worker)."""
+        listening = listening_inodes(self.port)
+        candidates = [self.process.pid, *children(self.process.pid)]
+        return sorted(pid for pid in candidates if socket_inodes(pid) & listening)
+
+    def wait_workers(self, count: int, timeout_s: float = 90.0, *, besides: set[int] | None = None) -> list[int]:
+        """Wait until ``count`` workers listen and the pool reports them ready; their pids.
+        ``besides``: pids that must be gone (a replaced worker)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            pids = self.worker_pids()
+            fresh = not (besides and besides & set(pids))
+            try:
+                ready = self.workers()["ready"]
+            except (httpx.HTTPError, KeyError, ValueError):
+                ready = -1
+            if len(pids) == count and ready == count and fresh:
+                return pids
+            time.sleep(0.1)
+        raise AssertionError(f"not {count} workers ready after {timeout_s} s:\n{self.log()[-6000:]}")
+
 
 @contextmanager
 def serve(
-    repository: Path, log_dir: Path, env: Mapping[str, str] | None = None, ready_timeout_s: float = 60.0
+    repository: Path,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
+    *,
+    port: int | None = None,
+    **settings: str,
 ) -> Iterator[RunningServer]:
-    """Run the server until the block ends; SIGTERM it then, and wait for it to exit."""
-    port = free_port()
+    """Run the server until the block ends; SIGTERM it then, and wait for it to exit.
+
+    ``settings`` become ``WEIGHTSERVE_<NAME>`` variables (``workers="4"``, ``admin_token=ADMIN_TOKEN``);
+    ``env`` adds any other variables. Raises RuntimeError with the log if the server exits first.
+    """
+    port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
-    # One worker unless a test asks for more: statistics and caches are per process.
-    full_env = {**os.environ, "WEIGHTSERVE_LOG_LEVEL": "warning", "WEIGHTSERVE_WORKERS": "1", **(env or {})}
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSERVE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    full_env = {
+        **inherited,
+        "WEIGHTSERVE_LOG_LEVEL": "warning",
+        "WEIGHTSERVE_WORKERS": "1",
+        **{f"WEIGHTSERVE_{key.upper()}": value for key, value in settings.items()},
+        **(env or {}),
+    }
     command = [sys.executable, "-m", "service.cli", "serve", "--repository", str(repository), "--port", str(port)]
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     server = RunningServer(process, port, log_path)
     try:
-        _wait_ready(server, ready_timeout_s)
+        wait_ready(server.base_url, process, server.log, ready_timeout_s)
         yield server
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _wait_ready(server: RunningServer, timeout_s: float) -> None:
-    wait_ready(server.base_url, server.process, server.log, timeout_s)
 
 
 def wait_ready(
@@ -87,3 +138,43 @@ def wait_ready(
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server not ready after {timeout_s} s:\n{log()}")
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found
+    for fd in descriptors:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out

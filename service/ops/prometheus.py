@@ -128,6 +128,31 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # The worker pool, as the supervisor reports it to every worker (most recent report wins).
+        self.workers = Gauge(
+            "weightserve_workers",
+            "Worker processes the server runs (--workers).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.workers_ready = Gauge(
+            "weightserve_workers_ready",
+            "Worker processes serving now.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.worker_restarts = Gauge(
+            "weightserve_worker_restarts",
+            "Worker processes replaced since the server started (each one had died).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.workers_crash_looping = Gauge(
+            "weightserve_workers_crash_looping",
+            "Worker slots whose process keeps dying soon after it starts (restarted with a growing delay).",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
 
     def exposition(self) -> bytes:
         """The text format for a scrape: this app's registry, or every worker's in multiprocess mode."""

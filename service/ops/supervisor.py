@@ -1,31 +1,120 @@
-"""Worker processes for ``weightserve serve --workers N``, each with its own listening socket.
+"""Worker processes for ``weightserve serve --workers N``: one server, however many processes.
 
-uvicorn's supervisor shares one listening socket between its workers, and whichever worker wakes
-first accepts every connection that is waiting: a client that opens 64 connections at once often
-finds all of them on one worker while the others idle. Here each worker binds its own socket with
-SO_REUSEPORT, and the kernel spreads new connections over the workers by address hash.
+Sockets. uvicorn's supervisor shares one listening socket between its workers, and whichever worker
+wakes first accepts every connection that is waiting: a client that opens 64 connections at once
+often finds all of them on one worker while the others idle. Here each worker binds its own socket
+with SO_REUSEPORT, and the kernel spreads new connections over the workers by address hash. A
+worker listens only once its app has started, that is once it serves the current repository state.
 
-The parent only supervises: it forwards SIGTERM / SIGINT as SIGTERM (each worker then drains and
-stops gracefully, as a single uvicorn process does) and replaces a worker that dies on its own.
+Control. The supervisor runs the control plane (the repository's coordinator, named like the app
+factory so that this package imports nothing above it) and every worker keeps one channel to it
+over a private Unix socket (``ops.channel``): the workers send repository changes there and the
+control plane walks all of them through each change. Inference never crosses a process boundary.
+
+Restarts. A worker that dies after it has been ready once is replaced while the others keep
+serving; the replacement joins the current state before it listens. A worker that keeps dying (again
+within ``STABLE_S`` of its start) is restarted after a delay doubling from ``BACKOFF_S`` up to
+``MAX_BACKOFF_S``, with an error line each time; every worker hears the pool's state (readiness
+body, ``/metrics``). Only a worker that never became ready at startup counts as a configuration
+error (a port taken, a setting that cannot work), which stops the server with status 1. SIGTERM /
+SIGINT reach every worker as SIGTERM: each drains and stops, as a single uvicorn process does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import socket
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from types import FrameType
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.errors import ServiceError
+from service.ops.channel import Channel, ChannelClosed, Handler, listen
+from service.settings import Settings
 
 log = logging.getLogger("service.ops.supervisor")
 
 APP = "service.app:create_app"
-_STARTUP_GRACE_S = 60.0
-"""A worker that dies this soon after its start is a configuration problem, not a crash to repeat."""
+CONTROL = "service.serving.remote:SupervisedControl"
+"""The control plane's factory: ``(settings, workers, run_dir) -> ControlPlane``."""
+
+STABLE_S = 30.0
+"""A worker that dies sooner than this after becoming ready (or before) is dying in a loop."""
+BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
+
+_ENV_SOCKET = "WEIGHTSERVE_SUPERVISOR_SOCKET"
+_ENV_RUN_DIR = "WEIGHTSERVE_SUPERVISOR_RUN_DIR"
+_ENV_SLOT = "WEIGHTSERVE_SUPERVISOR_SLOT"
+
+
+class ControlPlane(Protocol):
+    """What the supervisor runs beside its workers (see ``service.serving.remote``)."""
+
+    async def start(self) -> None: ...
+
+    def attach(self, channel: Channel) -> Handler:
+        """A worker connected: the handler for its requests."""
+        ...
+
+    def detach(self, channel: Channel) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What a worker process learns from its supervisor (None for a server without one)."""
+
+    slot: int
+    socket: Path
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"worker {self.slot} (pid {os.getpid()})"
+
+
+def worker_context() -> WorkerContext | None:
+    socket_path = os.environ.get(_ENV_SOCKET)
+    if not socket_path:
+        return None
+    return WorkerContext(int(os.environ.get(_ENV_SLOT, "0")), Path(socket_path), Path(os.environ[_ENV_RUN_DIR]))
+
+
+@dataclass(slots=True)
+class PoolStatus:
+    """The worker pool as the supervisor last reported it; one worker and no supervisor by default."""
+
+    configured: int = 1
+    ready: int = 1
+    restarts: int = 0
+    crash_looping: list[dict[str, Any]] = field(default_factory=list)
+    """Workers dying in a loop: slot, failures in a row, seconds until the next start."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "configured": self.configured,
+            "ready": self.ready,
+            "restarts": self.restarts,
+            "crash_looping": self.crash_looping,
+        }
+
+    def update(self, data: dict[str, Any]) -> None:
+        self.configured = int(data["configured"])
+        self.ready = int(data["ready"])
+        self.restarts = int(data["restarts"])
+        self.crash_looping = list(data["crash_looping"])
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -38,69 +127,247 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+def _worker(
+    host: str, port: int, options: dict[str, Any], slot: int, link: str, run_dir: str, ready: Connection
+) -> None:
+    os.environ.update({_ENV_SLOT: str(slot), _ENV_SOCKET: link, _ENV_RUN_DIR: run_dir})
     import uvicorn
 
     from service.ops.shutdown import exit_zero_after_graceful_stop
 
     exit_zero_after_graceful_stop()
-    sock = listening_socket(host, port)
+    sock = listening_socket(host, port)  # bound, not listening: no connection waits for a worker still starting
     config = uvicorn.Config(APP, factory=True, host=host, port=port, **options)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(_serve_and_report(server, sock, ready))
+
+
+async def _serve_and_report(server: Any, sock: socket.socket, ready: Connection) -> None:
+    """Run uvicorn; tell the supervisor once it listens (its app has started: models loaded)."""
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.wait([serving], timeout=0.05)
+    if server.started:
+        ready.send_bytes(b"ready")
+    ready.close()
+    await serving
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    process: BaseProcess | None = None
+    ready: Connection | None = None
+    """Our end of the pipe the worker writes to once it listens (EOF if it dies first)."""
+    started_at: float = 0.0
+    ready_at: float | None = None
+    established: bool = False
+    """A worker of this slot has been ready once: from now on its deaths are restarts, not a stop."""
+    failures: int = 0
+    """Deaths in a row, each within STABLE_S of becoming ready (or before)."""
+    restarts: int = 0
+    next_start_wall: float = 0.0
 
 
 class Supervisor:
-    def __init__(self, workers: int, host: str, port: int, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        workers: int,
+        host: str,
+        port: int,
+        options: dict[str, Any],
+        settings: Settings,
+        run_dir: Path,
+        control: str = CONTROL,
+    ) -> None:
         if port == 0:  # every worker must bind the same port: choose it once
             with listening_socket(host, 0) as probe:
                 port = probe.getsockname()[1]
-        self._count = workers
         self._args = (host, port, options)
+        self._settings = settings
+        self._run_dir = run_dir
+        self._socket = run_dir / "control.sock"
+        self._control_name = control
         self._context = multiprocessing.get_context("spawn")
-        self._processes: list[tuple[BaseProcess, float]] = []
-        self._stop = threading.Event()
+        self._slots = [_Slot(index) for index in range(workers)]
+        self._channels: set[Channel] = set()
+        self._stop = asyncio.Event()
+        self._control: ControlPlane | None = None
+        self._notices: set[asyncio.Task[None]] = set()
+        self._status = 0
 
     def run(self) -> int:
         """Run the workers until a stop signal; the exit status for ``weightserve serve``."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return asyncio.run(self._main())
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        factory: Callable[[Settings, int, Path], ControlPlane] = _load(self._control_name)
+        self._control = factory(self._settings, len(self._slots), self._run_dir)
+        server = await listen(self._socket, self._on_channel)
         try:
-            self._processes = [self._start() for _ in range(self._count)]
-            status = self._watch()
+            await self._control.start()
+            for slot in self._slots:
+                self._start(slot)
+            # Everything else happens in callbacks: a worker's pipe (ready), its sentinel (exit).
+            await self._stop.wait()
+            return self._status
         finally:
-            self._stop_all()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        return status
+            await self._stop_all()
+            server.close()
+            await self._control.aclose()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
-    def _start(self) -> tuple[BaseProcess, float]:
-        process = self._context.Process(target=_worker, args=self._args, name="weightserve worker")
+    def _start(self, slot: _Slot) -> None:
+        if self._stop.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        host, port, options = self._args
+        ours, theirs = self._context.Pipe(duplex=False)
+        args = (host, port, options, slot.index, str(self._socket), str(self._run_dir), theirs)
+        process = self._context.Process(target=_worker, args=args, name=f"weightserve worker {slot.index}")
         process.start()
-        return process, time.monotonic()
+        theirs.close()  # the worker holds the only writing end: its exit is an end of file here
+        slot.process, slot.ready, slot.started_at, slot.ready_at = process, ours, time.monotonic(), None
+        loop.add_reader(ours.fileno(), self._on_ready, slot, process)
+        loop.add_reader(process.sentinel, self._on_exit, slot, process)
+        log.info("worker %d started (pid %s)", slot.index, process.pid)
 
-    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        self._stop.set()
+    def _on_ready(self, slot: _Slot, process: BaseProcess) -> None:
+        assert slot.ready is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(slot.ready.fileno())
+        try:
+            slot.ready.recv_bytes()
+        except (EOFError, OSError):
+            return  # it died before it listened: its sentinel says so
+        finally:
+            slot.ready.close()
+        slot.ready_at = time.monotonic()
+        slot.established = True
+        log.info("worker %d (pid %s) is ready", slot.index, process.pid)
+        if slot.failures:
+            loop.call_later(STABLE_S, self._stayed_up, slot, process)
+        self._broadcast()
 
-    def _watch(self) -> int:
-        while not self._stop.wait(0.5):
-            for index, (process, started) in enumerate(self._processes):
-                if process.is_alive() or self._stop.is_set():
-                    continue
-                if time.monotonic() - started < _STARTUP_GRACE_S:
-                    log.error("worker %s exited with %s while starting; stopping", process.pid, process.exitcode)
-                    return 1
-                log.error("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
-                self._processes[index] = self._start()
-        return 0
+    def _stayed_up(self, slot: _Slot, process: BaseProcess) -> None:
+        if slot.process is process and process.exitcode is None:
+            slot.failures = 0  # out of the loop
+            self._broadcast()
 
-    def _stop_all(self) -> None:
-        for process, _ in self._processes:
-            if process.is_alive() and process.pid is not None:
+    def _on_exit(self, slot: _Slot, process: BaseProcess) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(process.sentinel)
+        process.join()  # reaped: it has ended
+        if slot.ready is not None and not slot.ready.closed:
+            loop.remove_reader(slot.ready.fileno())
+            slot.ready.close()
+        slot.process, slot.ready = None, None
+        _forget_metrics(process.pid)
+        if self._stop.is_set():
+            return
+        code = process.exitcode
+        if not slot.established:
+            log.error(
+                "worker %d (pid %s) exited with %s before it was ever ready: a configuration problem; stopping",
+                slot.index, process.pid, code,
+            )  # fmt: skip
+            self._status = 1
+            self._stop.set()
+            return
+        now = time.monotonic()
+        if slot.ready_at is not None and now - slot.ready_at >= STABLE_S:
+            slot.failures = 0
+        slot.failures += 1
+        slot.restarts += 1
+        delay = 0.0 if slot.failures == 1 else min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (slot.failures - 2))
+        slot.next_start_wall = time.time() + delay
+        if slot.failures == 1:
+            log.error("worker %d (pid %s) exited with %s; starting a new one", slot.index, process.pid, code)
+        else:
+            log.error(
+                "worker %d (pid %s) exited with %s, %d times in a row within %.0f s of starting: "
+                "crash loop, next start in %.0f s",
+                slot.index, process.pid, code, slot.failures, STABLE_S, delay,
+            )  # fmt: skip
+        loop.call_later(delay, self._start, slot)
+        self._broadcast()
+
+    def status(self) -> PoolStatus:
+        alive = [s for s in self._slots if s.process is not None and s.ready_at is not None]
+        looping = [
+            {
+                "slot": s.index,
+                "failures": s.failures,
+                "next_start_in_s": round(max(0.0, s.next_start_wall - time.time()), 1),
+            }
+            for s in self._slots
+            if s.failures >= 2
+        ]
+        return PoolStatus(len(self._slots), len(alive), sum(s.restarts for s in self._slots), looping)
+
+    def _broadcast(self) -> None:
+        status = self.status().as_json()
+        for channel in list(self._channels):
+            self._notify(channel, status)
+
+    def _notify(self, channel: Channel, status: dict[str, Any]) -> None:
+        async def send() -> None:
+            with contextlib.suppress(ChannelClosed, ServiceError):
+                await channel.request("workers", status)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _on_channel(self, channel: Channel) -> None:
+        assert self._control is not None
+        channel.start(self._control.attach(channel))
+        self._channels.add(channel)
+        self._notify(channel, self.status().as_json())
+        try:
+            await channel.wait_closed()
+        finally:
+            self._channels.discard(channel)
+            self._control.detach(channel)
+
+    async def _stop_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        running = []
+        for slot in self._slots:
+            if slot.process is not None:
+                loop.remove_reader(slot.process.sentinel)  # joined here from now on
+                running.append(slot.process)
+            if slot.ready is not None and not slot.ready.closed:
+                loop.remove_reader(slot.ready.fileno())
+                slot.ready.close()
+        for process in running:
+            if process.is_alive():
                 process.terminate()  # SIGTERM: the worker drains and stops
         timeout = float(self._args[2].get("timeout_graceful_shutdown") or 30) + 15.0
         deadline = time.monotonic() + timeout
-        for process, _ in self._processes:
-            process.join(max(0.0, deadline - time.monotonic()))
+        for process in running:
+            await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.error("worker %s did not stop in %.0f s; killing it", process.pid, timeout)
                 process.kill()
-                process.join()
+                await asyncio.to_thread(process.join)
+            _forget_metrics(process.pid)
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _forget_metrics(pid: int | None) -> None:
+    """A dead worker's live gauges (requests in flight) must not count on in ``/metrics``."""
+    if pid is None or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

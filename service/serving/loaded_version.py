@@ -31,9 +31,12 @@ class LoadedVersion:
     runner: DynamicBatcher | None
     """None when the model runs each request on its own (batching off or no dynamic batch axis)."""
     fingerprint: tuple[int, int]
+    """Identifies the loaded bytes: (size, leading bits of the snapshot's content digest)."""
     gate: AdmissionGate | None = None
     """Bounds runs and waiting requests when there is no runner (whose queue is bounded itself)."""
     metrics: ServiceMetrics | None = None
+    digest: str = ""
+    """Content digest of the snapshot this version was loaded from (see ``serving.snapshots``)."""
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _queue_time: Any = field(default=None, init=False, repr=False)
@@ -53,6 +56,11 @@ class LoadedVersion:
     @property
     def version(self) -> int:
         return self.spec.version
+
+    @property
+    def identity(self) -> tuple[str, ModelConfig]:
+        """What was loaded: the same bytes and config need no new session (see ``VersionPlan.identity``)."""
+        return (self.digest, self.config)
 
     async def infer(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,24 @@ from service.serving.repository import VersionSpec
 _CHUNK = 1 << 20
 
 
-def check_version(spec: VersionSpec, max_bytes: int, verify_manifest: bool) -> None:
-    """Raise ModelLoadError with the reason when the version must not be loaded (blocking)."""
+def check_version(
+    spec: VersionSpec, max_bytes: int, verify_manifest: bool, known_hashes: Mapping[str, str] | None = None
+) -> None:
+    """Raise ModelLoadError with the reason when the version must not be loaded (blocking).
+
+    ``known_hashes`` (file name relative to the version folder -> sha256) spares reading again the
+    files whose digest was taken while they were copied into a snapshot.
+    """
     label = f"{spec.name} version {spec.version}"
     try:
-        _check_files(spec, label, max_bytes, verify_manifest)
+        _check_files(spec, label, max_bytes, verify_manifest, known_hashes or {})
     except OSError as exc:  # the folder changed under us, or a file is unreadable
         raise ModelLoadError(f"{label}: cannot read its files: {exc.strerror or exc}") from exc
 
 
-def _check_files(spec: VersionSpec, label: str, max_bytes: int, verify_manifest: bool) -> None:
+def _check_files(
+    spec: VersionSpec, label: str, max_bytes: int, verify_manifest: bool, known_hashes: Mapping[str, str]
+) -> None:
     path = spec.model_path
     if spec.directory.is_symlink():
         raise ModelLoadError(f"{label}: the version folder is a symbolic link")
@@ -42,7 +51,7 @@ def _check_files(spec: VersionSpec, label: str, max_bytes: int, verify_manifest:
     if size > max_bytes:
         raise ModelLoadError(f"{label}: model.onnx is {size} bytes, over the limit of {max_bytes}")
     if verify_manifest and spec.manifest is not None:
-        _check_manifest_hashes(spec, label)
+        _check_manifest_hashes(spec, label, known_hashes)
     try:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
@@ -63,7 +72,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_manifest_hashes(spec: VersionSpec, label: str) -> None:
+def _check_manifest_hashes(spec: VersionSpec, label: str, known_hashes: Mapping[str, str]) -> None:
     assert spec.manifest is not None
     files: Any = spec.manifest.get("files", {})
     if not isinstance(files, dict):
@@ -75,7 +84,7 @@ def _check_manifest_hashes(spec: VersionSpec, label: str) -> None:
         target = _inside(spec.directory, name, label)
         if not target.is_file():
             raise ModelLoadError(f"{label}: manifest.json lists {name}, which is missing")
-        actual = sha256_file(target)
+        actual = known_hashes.get(name) or sha256_file(target)
         if actual != expected:
             raise ModelLoadError(f"{label}: sha256 of {name} is {actual}, but manifest.json records {expected}")
 

@@ -1,61 +1,39 @@
-"""A real ``weightserve serve`` process on a free loopback port, for end-to-end lifecycle tests."""
+"""The former lifecycle-test helper, now a thin shim over ``tests.server.serve`` (the one helper that
+starts servers): the admin token set, info logs, ``url`` with its scheme. New tests use ``serve``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import contextlib
 from pathlib import Path
 from types import TracebackType
 
-from tests.server import free_port, wait_ready
+from tests.server import ADMIN_TOKEN, RunningServer, serve
 
-ADMIN_TOKEN = "lifecycle-test-token"
+__all__ = ["ADMIN_TOKEN", "ServerProcess"]
 
 
 class ServerProcess:
-    """Starts the server, waits until it is ready, and stops it (SIGTERM, then SIGKILL) on exit."""
-
     def __init__(self, repository: Path, log_path: Path, **settings: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTSERVE_")}
-        env.update({f"WEIGHTSERVE_{key.upper()}": value for key, value in settings.items()})
-        env.setdefault("WEIGHTSERVE_ADMIN_TOKEN", ADMIN_TOKEN)
-        env.setdefault("WEIGHTSERVE_WORKERS", "1")
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self._command = [
-            sys.executable, "-m", "service.cli", "serve",
-            "--repository", os.fspath(repository), "--port", str(self.port), "--log-level", "info",
-        ]  # fmt: skip
-        self._env = env
-        self.process: subprocess.Popen[bytes] | None = None
+        settings.setdefault("admin_token", ADMIN_TOKEN)
+        settings.setdefault("log_level", "info")
+        self._serving = serve(repository, log_path.parent, **settings)
+        self._stack = contextlib.ExitStack()
+        self._server: RunningServer | None = None
 
     def __enter__(self) -> ServerProcess:
-        self._log = self.log_path.open("wb")
-        root = Path(__file__).resolve().parents[2]
-        self.process = subprocess.Popen(
-            self._command, env=self._env, cwd=root, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self.wait_ready()
+        self._server = self._stack.enter_context(self._serving)
         return self
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        assert self.process is not None
-        wait_ready(self.url, self.process, self.log, timeout_s)
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return self._server.base_url
 
     def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+        assert self._server is not None
+        return self._server.log()[-6000:]
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
+        self._stack.close()

@@ -365,7 +365,7 @@ async def test_real_app_returns_each_request_its_own_rows_and_rejects_bad_ones_a
         for x, (status, _, body) in zip(inputs, answers, strict=True):
             assert status == 200
             np.testing.assert_array_equal(output_of(body), x)
-        stats = loaded.stats.as_json("echo", "1")
+        stats = app.state.registry.statistics(loaded)
         assert stats["inference_count"] == sum(len(x) for x in inputs)
         assert stats["execution_count"] < len(inputs)  # requests shared executions
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.server import serve
 from tests.serving.onnx_models import infer_body, write_version
-from tests.serving.server import ServerProcess
 
 FLOOD = 16
 
@@ -59,14 +59,14 @@ def _check_refusals(responses: list[httpx.Response], refused_status: int) -> Cou
 async def test_a_flood_is_refused_with_503_and_service_continues(tmp_path: Path, settings: dict[str, str]) -> None:
     repository = tmp_path / "repository"
     write_version(repository, "slow", 1, slow=2048)
-    with ServerProcess(repository, tmp_path / "server.log", intra_op_threads="1", **settings) as server:
-        statuses = _check_refusals(await _flood(server.url, FLOOD), 503)
+    with serve(repository, tmp_path, log_level="info", intra_op_threads="1", **settings) as server:
+        statuses = _check_refusals(await _flood(server.base_url, FLOOD), 503)
         print(f"{settings}: {dict(statuses)}")
-        reasons = _rejected(server.url)
+        reasons = _rejected(server.base_url)
         expected = "in_flight_limit" if "max_in_flight_requests" in settings else "queue_full"
         assert reasons.get(expected) == statuses[503], reasons
-        assert httpx.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
-        after = httpx.post(f"{server.url}/v2/models/slow/infer", json=infer_body(), timeout=60)
+        assert httpx.get(f"{server.base_url}/v2/health/ready", timeout=10).status_code == 200
+        after = httpx.post(f"{server.base_url}/v2/models/slow/infer", json=infer_body(), timeout=60)
         assert after.status_code == 200, after.text
 
 
@@ -74,12 +74,12 @@ async def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None
     repository = tmp_path / "repository"
     write_version(repository, "slow", 1, slow=2048)
     settings = {"max_batch_size": "1", "max_concurrent_runs": "1", "max_queue_size": "64", "request_timeout_s": "0.2"}
-    with ServerProcess(repository, tmp_path / "server.log", intra_op_threads="1", **settings) as server:
+    with serve(repository, tmp_path, log_level="info", intra_op_threads="1", **settings) as server:
         # Runs take longer than the timeout, so of 8 requests queued at once most wait too long.
-        statuses = _check_refusals(await _flood(server.url, 8), 504)
+        statuses = _check_refusals(await _flood(server.base_url, 8), 504)
         print(f"timeout: {dict(statuses)}")
-        assert _rejected(server.url).get("timeout") == statuses[504]
-        after = httpx.post(f"{server.url}/v2/models/slow/infer", json=infer_body(), timeout=60)
+        assert _rejected(server.base_url).get("timeout") == statuses[504]
+        after = httpx.post(f"{server.base_url}/v2/models/slow/infer", json=infer_body(), timeout=60)
         assert after.status_code == 200, after.text
 
 
@@ -103,11 +103,10 @@ async def test_memory_stays_bounded_under_a_flood_of_large_bodies(tmp_path: Path
         "max_queue_size": "4096",
         "access_log": "false",
     }
-    with ServerProcess(repository, tmp_path / "server.log", intra_op_threads="1", **settings) as server:
-        assert server.process is not None
+    with serve(repository, tmp_path, log_level="info", intra_op_threads="1", **settings) as server:
         before = _peak_rss_mb(server.process.pid)
         limits = httpx.Limits(max_connections=64)
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=120) as client:
             gate = asyncio.Semaphore(64)
 
             async def one() -> int:

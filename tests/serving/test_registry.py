@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from service.errors import ModelNotFound, Overloaded, RequestTimeout
+from service.ops.run_dir import private_run_dir
 from service.serving.admission import AdmissionGate
+from service.serving.follower import start_in_process
 from service.serving.registry import ModelRegistry
+from service.serving.triton_stats import StatsBook
 from service.settings import Settings
 from tests.serving.onnx_models import WIDTH, write_config, write_version
 
 FEEDS = {"x": np.zeros((1, WIDTH), dtype=np.float32)}
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[ModelRegistry]:
+    """A one-worker server without HTTP: its registry, fed by the coordinator in the same process."""
+    with private_run_dir(settings.state_dir) as run_dir:
+        stats = StatsBook(run_dir / "stats", "test")
+        registry = ModelRegistry(settings, stats)
+        try:
+            async with start_in_process(registry, settings, run_dir):
+                yield registry
+        finally:
+            await registry.aclose()
+            stats.close()
 
 
 def _states(registry: ModelRegistry, name: str = "m") -> dict[int | None, str]:
@@ -25,9 +44,7 @@ def _states(registry: ModelRegistry, name: str = "m") -> dict[int | None, str]:
 @pytest.mark.parametrize("batch", [1, 8], ids=["unbatched", "batched"])
 async def test_requests_holding_the_old_version_finish_on_it(tmp_path: Path, batch: int) -> None:
     write_version(tmp_path, "m", 1)
-    registry = ModelRegistry(Settings(repository=tmp_path, max_batch_size=batch))
-    await registry.start()
-    try:
+    async with serving(Settings(repository=tmp_path, max_batch_size=batch)) as registry:
         async with registry.lease("m") as old:
             write_version(tmp_path, "m", 2)
             shutil.rmtree(tmp_path / "m" / "1")
@@ -43,8 +60,6 @@ async def test_requests_holding_the_old_version_finish_on_it(tmp_path: Path, bat
         assert _states(registry) == {2: "READY"}
         async with registry.lease("m") as new:
             assert (await new.infer(FEEDS, 1)).outputs["y"].tolist() == [[2.0] * WIDTH]
-    finally:
-        await registry.aclose()
 
 
 @pytest.mark.parametrize(
@@ -61,44 +76,32 @@ async def test_version_policy_selects_what_is_served(
     for version in (1, 2, 3):
         write_version(tmp_path, "m", version)
     write_config(tmp_path, "m", {"version_policy": policy})
-    registry = ModelRegistry(Settings(repository=tmp_path))
-    await registry.start()
-    try:
+    async with serving(Settings(repository=tmp_path)) as registry:
         assert registry.versions("m") == served
         assert registry.get("m").version == max(served)
         for version in {1, 2, 3} - set(served):
             with pytest.raises(ModelNotFound):
                 registry.get("m", version)
-    finally:
-        await registry.aclose()
 
 
 async def test_a_policy_change_takes_effect_on_poll(tmp_path: Path) -> None:
     for version in (1, 2):
         write_version(tmp_path, "m", version)
-    registry = ModelRegistry(Settings(repository=tmp_path))
-    await registry.start()
-    try:
+    async with serving(Settings(repository=tmp_path)) as registry:
         assert registry.versions("m") == [1, 2]
         write_config(tmp_path, "m", {"version_policy": {"policy": "specific", "versions": [1]}})
         await registry.poll()
         assert registry.versions("m") == [1]
         assert registry.get("m").version == 1
-    finally:
-        await registry.aclose()
 
 
 async def test_an_invalid_config_keeps_what_is_serving(tmp_path: Path) -> None:
     write_version(tmp_path, "m", 1)
-    registry = ModelRegistry(Settings(repository=tmp_path))
-    await registry.start()
-    try:
+    async with serving(Settings(repository=tmp_path)) as registry:
         write_config(tmp_path, "m", {"version_policy": {"policy": "sometimes"}})
         await registry.poll()
         assert registry.versions("m") == [1]
         assert "config.json" in _states_reason(registry)
-    finally:
-        await registry.aclose()
 
 
 def _states_reason(registry: ModelRegistry) -> str:
@@ -109,17 +112,13 @@ async def test_a_bad_file_is_not_retried_until_it_changes(tmp_path: Path) -> Non
     write_version(tmp_path, "m", 1)
     (tmp_path / "m" / "2").mkdir()
     (tmp_path / "m" / "2" / "model.onnx").write_bytes(b"\xff" * 16)
-    registry = ModelRegistry(Settings(repository=tmp_path))
-    await registry.start()
-    try:
+    async with serving(Settings(repository=tmp_path)) as registry:
         first = next(e for e in registry.index() if e.version == 2)
         await registry.poll()
         assert next(e for e in registry.index() if e.version == 2) is first  # untouched, not reloaded
         write_version(tmp_path, "m", 2)
         await registry.poll()
         assert registry.get("m").version == 2
-    finally:
-        await registry.aclose()
 
 
 async def test_admission_gate_bounds_waiting_and_times_out() -> None:
@@ -150,9 +149,7 @@ async def test_admission_gate_bounds_waiting_and_times_out() -> None:
 async def test_a_vanished_repository_unloads_nothing(tmp_path: Path) -> None:
     root = tmp_path / "repository"
     write_version(root, "m", 1)
-    registry = ModelRegistry(Settings(repository=root))
-    await registry.start()
-    try:
+    async with serving(Settings(repository=root)) as registry:
         root.rename(tmp_path / "elsewhere")
         await registry.poll()
         assert registry.versions("m") == [1]
@@ -160,5 +157,3 @@ async def test_a_vanished_repository_unloads_nothing(tmp_path: Path) -> None:
         shutil.rmtree(root / "m")
         await registry.poll()
         assert registry.names() == []
-    finally:
-        await registry.aclose()

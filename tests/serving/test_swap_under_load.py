@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.server import ADMIN_TOKEN, serve
 from tests.serving.load import LoadResult, closed_loop, wait_until
 from tests.serving.onnx_models import publish_version, retire_version, write_version
-from tests.serving.server import ADMIN_TOKEN, ServerProcess
 
 REQUESTS = 2400
 CONCURRENCY = 16
@@ -61,7 +61,11 @@ def _latest_is(result: LoadResult, version: str) -> bool:
     return bool(result.versions) and result.versions[-1][1] == version
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+@pytest.mark.parametrize(
+    "workers",
+    [1, 2, pytest.param(4, marks=pytest.mark.slow)],
+    ids=["one-worker", "two-workers", "four-workers"],
+)
 async def test_swap_through_the_repository_folder(tmp_path: Path, workers: int) -> None:
     repository = tmp_path / "repository"
     write_version(repository, MODEL, 1)
@@ -73,14 +77,14 @@ async def test_swap_through_the_repository_folder(tmp_path: Path, workers: int) 
         await wait_until(lambda: _latest_is(result, "2"), 60, "responses from version 2")
         await asyncio.to_thread(retire_version, repository, tmp_path / "trash", MODEL, 1)
         await wait_until(
-            lambda: [e["version"] for e in _index(server.url)] == ["2"], 60, "version 1 to leave the index"
+            lambda: [e["version"] for e in _index(server.base_url)] == ["2"], 60, "version 1 to leave the index"
         )
         removed.append(len(result.versions))
 
-    # With two worker processes each follows the folder on its own, and both must switch.
-    with ServerProcess(repository, tmp_path / "server.log", poll_interval_s="0.2", workers=str(workers)) as server:
+    # With several worker processes, the supervisor polls the folder and every worker switches.
+    with serve(repository, tmp_path, log_level="info", poll_interval_s="0.2", workers=str(workers)) as server:
         result = await closed_loop(
-            server.url, MODEL, requests=REQUESTS, concurrency=CONCURRENCY, time_limit_s=150, during=swap
+            server.base_url, MODEL, requests=REQUESTS, concurrency=CONCURRENCY, time_limit_s=150, during=swap
         )
         print(
             f"polling swap, {workers} worker(s): {result.sent} requests in {result.elapsed_s:.1f} s, "
@@ -88,36 +92,77 @@ async def test_swap_through_the_repository_folder(tmp_path: Path, workers: int) 
         )
         assert removed, "the swap did not finish while the load ran"
         assert removed[0] < result.sent, "no requests after version 1 was removed"
-        _check(result, server.url, workers=workers)
+        _check(result, server.base_url, workers=workers)
 
 
-async def test_swap_through_the_repository_api(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, pytest.param(4, marks=pytest.mark.slow)], ids=["one-worker", "four-workers"])
+async def test_swap_through_the_repository_api(tmp_path: Path, workers: int) -> None:
     repository = tmp_path / "repository"
     write_version(repository, MODEL, 1)
     removed: list[int] = []
+    answered: list[int] = []
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     async def swap(result: LoadResult) -> None:
-        async with httpx.AsyncClient(base_url=server.url, headers=auth, timeout=60) as admin:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=auth, timeout=60) as admin:
             await _ready_share(result, 400)
             await asyncio.to_thread(publish_version, repository, tmp_path / "staging", MODEL, 2)
             loaded = await admin.post(f"/v2/repository/models/{MODEL}/load")
             assert loaded.status_code == 200, loaded.text
+            answered.append(len(result.versions))
             await wait_until(lambda: _latest_is(result, "2"), 60, "responses from version 2")
             await asyncio.to_thread(retire_version, repository, tmp_path / "trash", MODEL, 1)
             reloaded = await admin.post(f"/v2/repository/models/{MODEL}/load")
             assert reloaded.status_code == 200, reloaded.text
             removed.append(len(result.versions))
 
-    # One worker: the repository API acts on the process that answers the call.
-    with ServerProcess(repository, tmp_path / "server.log", poll_interval_s="0", workers="1") as server:
+    # The call answers once every worker serves version 2: from then on only requests already in
+    # flight may still answer from version 1, however many workers there are.
+    with serve(
+        repository, tmp_path, log_level="info", admin_token=ADMIN_TOKEN, poll_interval_s="0", workers=str(workers)
+    ) as server:
         result = await closed_loop(
-            server.url, MODEL, requests=REQUESTS, concurrency=CONCURRENCY, time_limit_s=150, during=swap
+            server.base_url, MODEL, requests=REQUESTS, concurrency=CONCURRENCY, time_limit_s=150, during=swap
         )
         print(
-            f"API swap: {result.sent} requests in {result.elapsed_s:.1f} s, "
+            f"API swap, {workers} worker(s): {result.sent} requests in {result.elapsed_s:.1f} s, "
             f"{len(result.failures)} failed, versions {dict(result.version_counts())}"
         )
         assert removed, "the swap did not finish while the load ran"
         assert removed[0] < result.sent, "no requests after version 1 was removed"
-        _check(result, server.url)
+        _check(result, server.base_url)
+        late = [version for _, version in result.versions[answered[0] + CONCURRENCY :]]
+        assert "1" not in late
+
+
+@pytest.mark.slow
+async def test_loads_and_unloads_of_other_models_under_load_fail_no_request(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    write_version(repository, MODEL, 1)
+    write_version(repository, "bystander", 1)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    rounds: list[int] = []
+
+    async def churn(result: LoadResult) -> None:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=auth, timeout=60) as admin:
+            await _ready_share(result, 200)
+            for _ in range(3):
+                unloaded = await admin.post("/v2/repository/models/bystander/unload")
+                assert unloaded.status_code == 200, unloaded.text
+                async with httpx.AsyncClient(base_url=server.base_url) as probe:
+                    assert (await probe.get("/v2/models/bystander/ready")).status_code == 404
+                loaded = await admin.post("/v2/repository/models/bystander/load")
+                assert loaded.status_code == 200, loaded.text
+                again = await admin.post(f"/v2/repository/models/{MODEL}/load")  # nothing changed: no reload
+                assert again.status_code == 200, again.text
+                rounds.append(len(result.versions))
+
+    with serve(repository, tmp_path, log_level="info", admin_token=ADMIN_TOKEN, workers="4") as server:
+        result = await closed_loop(
+            server.base_url, MODEL, requests=1600, concurrency=CONCURRENCY, time_limit_s=150, during=churn
+        )
+        assert len(rounds) == 3, "the churn did not finish while the load ran"
+        assert result.failures == [], result.failures[:5]
+        assert result.sent == len(result.versions) == 1600
+        assert set(result.version_counts()) == {"1"}
+        assert httpx.get(f"{server.base_url}/v2/models/bystander/ready", timeout=10).status_code == 200

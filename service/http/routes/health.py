@@ -6,6 +6,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 
 from service.http.auth import requires
+from service.ops.supervisor import PoolStatus
 from service.serving.registry import ModelRegistry
 
 
@@ -25,9 +26,12 @@ class HealthController(Controller):
         return Response({"live": True})
 
     @get("/health/ready", sync_to_thread=False, opt=requires("public"))
-    def ready(self, registry: ModelRegistry) -> Response[dict[str, bool]]:
-        # V2: the status code is the answer; 4xx means "not ready".
-        return Response({"ready": registry.ready}, status_code=200 if registry.ready else 400)
+    def ready(self, registry: ModelRegistry, state: State) -> Response[dict[str, object]]:
+        # V2: the status code is the answer; 4xx means "not ready". The worker pool rides along: a
+        # worker dying in a loop shows here (and in /metrics) while the others keep serving.
+        workers: PoolStatus = state.workers
+        body = {"ready": registry.ready, "workers": workers.as_json()}
+        return Response(body, status_code=200 if registry.ready else 400)
 
     @get("/", sync_to_thread=False, opt=requires("infer"))
     def server_metadata(self, state: State) -> dict[str, object]:

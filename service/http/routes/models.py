@@ -91,7 +91,7 @@ class ModelsController(Controller):
     # Registered before "/{model_name}" in spirit: Litestar matches static segments first.
     @get("/stats", sync_to_thread=False)
     def all_stats(self, registry: ModelRegistry) -> dict[str, Any]:
-        return {"model_stats": [lv.stats.as_json(lv.name, str(lv.version)) for lv in registry.loaded()]}
+        return {"model_stats": [registry.statistics(lv) for lv in registry.loaded()]}
 
     @get(["/{model_name:str}/stats", "/{model_name:str}" + _V + "/stats"], sync_to_thread=False)
     def model_stats(self, model_name: str, registry: ModelRegistry, model_version: str | None = None) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class ModelsController(Controller):
         if not chosen:
             registry.get(model_name, version)  # raises the right not-found / not-ready error
             raise ModelNotFound(model_name, version)
-        return {"model_stats": [lv.stats.as_json(lv.name, str(lv.version)) for lv in chosen]}
+        return {"model_stats": [registry.statistics(lv) for lv in chosen]}
 
     @get(["/{model_name:str}", "/{model_name:str}" + _V], sync_to_thread=False)
     def metadata(self, model_name: str, registry: ModelRegistry, model_version: str | None = None) -> dict[str, Any]:
@@ -117,7 +117,9 @@ class ModelsController(Controller):
             registry.get(model_name, version)
         except ModelNotReady:
             return Response({"name": model_name, "ready": False}, status_code=400)
-        return Response({"name": model_name, "ready": registry.ready})
+        # tritonclient's is_model_ready reads only the status: a draining server says no with it.
+        ready = registry.ready
+        return Response({"name": model_name, "ready": ready}, status_code=200 if ready else 400)
 
     @get(["/{model_name:str}/config", "/{model_name:str}" + _V + "/config"], sync_to_thread=False)
     def config(self, model_name: str, registry: ModelRegistry, model_version: str | None = None) -> dict[str, Any]:

@@ -90,8 +90,8 @@ export async function renderModels(view, ctx) {
     view.append(h("h2", {}, "Compare versions"),
       h("ul", {}, multi.map((n) => h("li", {}, h("a", { href: `#/models/${enc(n)}/diff` }, `${n}: weight diff between versions`)))));
   }
-  view.append(h("p", { class: "muted" }, "Latencies are means over successful requests since this server process started ",
-    "(statistics extension; with several worker processes, each answers with its own counts)."));
+  view.append(h("p", { class: "muted" }, "Latencies are means over successful requests since the server started, ",
+    "across all its worker processes (statistics extension)."));
   await fill;
   table.dataset.filled = "done";
 }

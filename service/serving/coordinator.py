@@ -1,0 +1,383 @@
+"""The one place that decides what the server serves, however many worker processes serve it.
+
+Startup, folder polling and the repository API (``load``, ``unload``) all come here, one change at a
+time. The coordinator scans the repository, snapshots and checks each new version once
+(``snapshots``, ``model_checks``), and then walks every worker process (a ``Member``) through two
+steps:
+
+1. ``prepare``: each worker loads and warms up the new versions beside the ones it serves;
+2. ``commit``: each worker swaps to the decided set at once and releases what left it.
+
+A version that fails in any worker is committed nowhere: every worker keeps what it served, and the
+index and the caller get that worker's reason. A call answers only after every worker has
+committed, so index, metadata, readiness and config answer the same from every worker afterwards.
+A worker that joins later (a replacement for one that died) prepares and commits the current state
+before it serves anything; one that cannot is turned away, and the supervisor tries again later.
+
+With one worker the coordinator lives in that process and its one member is the local registry;
+with several it lives in the supervisor and its members are channels to the workers
+(``serving.remote``, ``serving.follower``). The code path is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio.to_thread
+
+from service.errors import InvalidRequest, ModelLoadError, ModelNotFound, ServiceError
+from service.serving.model_checks import check_version
+from service.serving.model_config import ModelConfig
+from service.serving.plan import Index, IndexEntry, Served, State, VersionPlan, plan_key
+from service.serving.repository import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    WEIGHTS_FILE,
+    ModelSpec,
+    VersionSpec,
+    scan,
+    scan_model,
+    validate_model_name,
+)
+from service.serving.snapshots import SnapshotStore
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Fingerprint = tuple[int, ...]
+
+
+class Member(Protocol):
+    """One worker process as the coordinator sees it."""
+
+    label: str
+    """Names the worker in reasons ("" for the only, in-process one)."""
+
+    async def set_index(self, index: Index) -> None: ...
+
+    async def prepare(self, plans: list[VersionPlan]) -> dict[str, str]: ...
+
+    async def commit(self, served: Served, index: Index, load_failures: list[str]) -> None: ...
+
+    async def evict(self, reason: str) -> None:
+        """Make a worker that can no longer follow the decided state leave (the supervisor replaces it)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Candidate:
+    plan: VersionPlan
+    fingerprint: Fingerprint
+
+
+class Coordinator:
+    """Decides the repository state for every member; owned by whoever runs it (lifespan or supervisor)."""
+
+    def __init__(self, settings: Settings, snapshots: SnapshotStore, expected_members: int = 1) -> None:
+        self._settings = settings
+        self._root = Path(settings.repository)
+        self._snapshots = snapshots
+        self._expected = expected_members
+        self._served: Served = {}
+        self._sources: dict[tuple[str, int], Fingerprint] = {}
+        """The repository files each served version was snapshotted from, for polling."""
+        self._index: Index = {}
+        self._rejected: dict[tuple[str, int], Fingerprint] = {}
+        """Files that failed to load, by fingerprint: polling retries them only once they change."""
+        self._members: list[Member] = []
+        self._arrivals: list[Member] = []
+        self._started: asyncio.Future[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- members
+
+    async def join(self, member: Member) -> None:
+        """A worker arrives; returns once it serves the current state, raises if it cannot.
+
+        The first ``expected_members`` wait for each other and load the repository together (the
+        startup decision); later ones catch up with what has been decided since.
+        """
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+        if not self._started.done():
+            self._arrivals.append(member)
+            if len(self._arrivals) >= self._expected and self._starting is None:
+                # A task of its own: the startup must not end with whichever request triggered it.
+                self._starting = asyncio.get_running_loop().create_task(self._startup())
+            await asyncio.shield(self._started)
+            return
+        async with self._lock:
+            await self._catch_up(member)
+
+    async def started(self) -> None:
+        """Returns once the startup decision is made (every first worker joined and loaded it)."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._started)
+
+    def leave(self, member: Member) -> None:
+        """A worker is gone (it exited); changes from now on go to the others."""
+        if member in self._members:
+            self._members.remove(member)
+        if member in self._arrivals:
+            self._arrivals.remove(member)
+
+    # ---------------------------------------------------------------- decisions
+
+    async def load(self, name: str) -> None:
+        """Load or reload every selected version of one model, in every worker."""
+        validate_model_name(name)
+        directory = self._root / name
+        if directory.is_symlink() or not directory.is_dir():
+            raise ModelNotFound(name)
+        async with self._lock:
+            spec = await anyio.to_thread.run_sync(scan_model, directory)
+            failures = await self._apply(spec, force=True)
+        if failures:
+            # Triton answers a failed load with 400 and the reason; what was serving stays in place.
+            raise InvalidRequest(f"failed to load '{name}': {'; '.join(failures)}")
+        if not self._served.get(name):
+            raise InvalidRequest(f"failed to load '{name}': no version folder holds a {MODEL_FILE}")
+
+    async def unload(self, name: str) -> None:
+        validate_model_name(name)
+        async with self._lock:
+            if name not in self._served and not any(key[0] == name for key in self._index):
+                raise ModelNotFound(name)
+            self._remove(name, "unloaded")
+            await self._commit([], changed=True)
+
+    async def poll(self) -> None:
+        """Bring every worker in line with the folder: new and changed versions in, removed ones out."""
+        if not await anyio.to_thread.run_sync(self._root.is_dir):
+            # A repository that vanished (unmounted volume, a rename in progress) is not an order to
+            # unload everything: keep serving and look again next time.
+            log.warning("model repository %s is missing; keeping the loaded models", self._root)
+            return
+        async with self._lock:
+            if not self._members:
+                return  # no worker to try new versions on (all are being replaced): next time
+            specs = await anyio.to_thread.run_sync(scan, self._root)
+            seen = {spec.name for spec in specs}
+            for spec in specs:
+                await self._apply(spec, force=False)
+            gone = [name for name in self._served if name not in seen]
+            for name in gone:
+                self._remove(name, "removed from the repository")
+            if gone:
+                await self._commit([], changed=True)
+
+    async def poll_forever(self, interval_s: float) -> None:
+        """Poll every ``interval_s`` once the startup decision is made (until cancelled)."""
+        await self.started()
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.poll()
+            except Exception:  # a bad scan must not stop polling
+                log.exception("repository poll failed")
+
+    # ---------------------------------------------------------------- internals
+
+    async def _startup(self) -> None:
+        assert self._started is not None
+        try:
+            async with self._lock:
+                self._members = list(self._arrivals)
+                self._arrivals.clear()
+                specs = await anyio.to_thread.run_sync(scan, self._root)
+                for spec in specs:
+                    await self._apply(spec, force=False)
+                await self._commit([], changed=True)  # every worker hears the (maybe empty) state once
+        except Exception as exc:
+            log.exception("the startup decision failed")
+            self._started.set_exception(exc)
+        else:
+            self._started.set_result(None)
+
+    async def _catch_up(self, member: Member) -> None:
+        plans = [plan for versions in self._served.values() for plan in versions.values()]
+        try:
+            failures = await member.prepare(plans)
+        except ConnectionError:
+            return  # gone already
+        if failures:
+            reason = "; ".join(f"{key}: {why}" for key, why in failures.items())
+            raise ModelLoadError(f"{member.label} cannot load what the other workers serve: {reason}")
+        await member.commit(self._served, dict(self._index), [])
+        self._members.append(member)
+
+    async def _apply(self, spec: ModelSpec, *, force: bool) -> list[str]:
+        """Bring one model in line with its folder in every worker; why versions tried this time failed."""
+        name = spec.name
+        before = dict(self._index)
+        if spec.config_error is not None:
+            self._index[(name, None)] = IndexEntry(name, None, State.UNAVAILABLE, spec.config_error)
+            await self._commit([], changed=self._index != before)
+            return [spec.config_error]
+        self._index.pop((name, None), None)
+        wanted = {v.version: v for v in spec.versions}
+        selected = spec.config.version_policy.select(list(wanted))
+        if not wanted:
+            self._index[(name, None)] = IndexEntry(name, None, State.UNAVAILABLE, "no version folders")
+        current = self._served.get(name, {})
+        failures: list[str] = []
+        candidates: list[_Candidate] = []
+        for version in selected:
+            candidate = await self._candidate(wanted[version], spec.config, current.get(version), force, failures)
+            if candidate is not None:
+                candidates.append(candidate)
+        accepted = await self._prepare_everywhere(candidates, failures)
+        updated = {v: plan for v, plan in current.items() if v in selected} | {
+            c.plan.spec.version: c.plan for c in accepted
+        }
+        for candidate in accepted:
+            self._sources[candidate.plan.key] = candidate.fingerprint
+        if updated:
+            self._served[name] = dict(sorted(updated.items()))
+        else:
+            self._served.pop(name, None)
+        for candidate in accepted:
+            self._index[candidate.plan.key] = IndexEntry(name, candidate.plan.spec.version, State.READY)
+        for version in [v for v in current if v not in updated]:
+            self._sources.pop((name, version), None)
+            self._index[(name, version)] = IndexEntry(
+                name, version, State.UNAVAILABLE, "not selected by the version policy or removed"
+            )
+        for version in [v for (n, v) in list(self._index) if n == name and v is not None]:
+            if version not in wanted and version not in updated:
+                self._index.pop((name, version), None)
+                self._rejected.pop((name, version), None)
+        changed = bool(accepted) or updated != current or self._index != before
+        await self._commit([name] * len(failures), changed=changed)
+        return failures
+
+    async def _candidate(
+        self, source: VersionSpec, config: ModelConfig, existing: VersionPlan | None, force: bool, failures: list[str]
+    ) -> _Candidate | None:
+        """A version to load now, snapshotted and checked; None when nothing changed or it was refused."""
+        key = (source.name, source.version)
+        fingerprint = _fingerprint(source)
+        unchanged_files = existing is not None and self._sources.get(key) == fingerprint
+        if unchanged_files and not force:
+            assert existing is not None
+            if existing.config == config:
+                return None  # unchanged files and config: keep serving what is loaded
+            return _Candidate(VersionPlan(existing.spec, config, existing.digest, existing.size), fingerprint)
+        if not force and self._rejected.get(key) == fingerprint:
+            return None  # same bad files as last time: the index already says why
+        try:
+            plan = await anyio.to_thread.run_sync(self._snapshot, source, config)
+        except ServiceError as exc:
+            failures.append(self._reject(key, fingerprint, exc.message))
+            return None
+        except Exception as exc:  # never let one bad version stop the others (or the poller)
+            log.exception("unexpected failure checking %s version %d", source.name, source.version)
+            failures.append(self._reject(key, fingerprint, f"cannot load: {exc!r}"))
+            return None
+        if existing is not None and existing.identity == plan.identity:
+            self._sources[key] = fingerprint
+            self._rejected.pop(key, None)
+            self._index[key] = IndexEntry(source.name, source.version, State.READY)
+            return None  # the same bytes and config as served: nothing to reload
+        return _Candidate(plan, fingerprint)
+
+    def _snapshot(self, source: VersionSpec, config: ModelConfig) -> VersionPlan:
+        settings = self._settings
+        snapshot = self._snapshots.take(source, settings.max_model_bytes)
+        check_version(snapshot.spec, settings.max_model_bytes, settings.verify_manifest, snapshot.hashes)
+        return VersionPlan(snapshot.spec, config, snapshot.digest, snapshot.size)
+
+    async def _prepare_everywhere(self, candidates: list[_Candidate], failures: list[str]) -> list[_Candidate]:
+        """Every member loads the candidates; those that failed anywhere are dropped (with the reason)."""
+        if not candidates:
+            return []
+        for candidate in candidates:
+            name, version = candidate.plan.key
+            self._index[(name, version)] = IndexEntry(name, version, State.LOADING)
+        await self._broadcast_index()
+        plans = [candidate.plan for candidate in candidates]
+        members = list(self._members)
+        results = await asyncio.gather(*(self._prepare_on(member, plans) for member in members))
+        accepted = []
+        for candidate in candidates:
+            key = plan_key(*candidate.plan.key)
+            reasons = list(dict.fromkeys(result[key] for result in results if key in result))
+            if reasons:
+                failures.append(self._reject(candidate.plan.key, candidate.fingerprint, "; ".join(reasons)))
+            else:
+                self._rejected.pop(candidate.plan.key, None)
+                accepted.append(candidate)
+        return accepted
+
+    async def _prepare_on(self, member: Member, plans: list[VersionPlan]) -> dict[str, str]:
+        label = f"{member.label}: " if member.label else ""
+        try:
+            failures = await member.prepare(plans)
+        except ConnectionError:
+            # It may have died of this very load (out of memory): count it as that load's failure.
+            return {plan_key(*plan.key): f"{label}the worker exited while loading" for plan in plans}
+        return {key: f"{label}{reason}" for key, reason in failures.items()}
+
+    def _reject(self, key: tuple[str, int], fingerprint: Fingerprint, message: str) -> str:
+        """Record why a version was refused; what served before keeps serving."""
+        name, version = key
+        log.error("cannot load: %s", message)
+        self._rejected[key] = fingerprint
+        serving = version in self._served.get(name, {})
+        state = State.READY if serving else State.UNAVAILABLE
+        reason = f"new files rejected, still serving the previous load: {message}" if serving else message
+        self._index[key] = IndexEntry(name, version, state, reason)
+        return message
+
+    def _remove(self, name: str, reason: str) -> None:
+        for version in self._served.pop(name, {}):
+            self._sources.pop((name, version), None)
+            self._index[(name, version)] = IndexEntry(name, version, State.UNAVAILABLE, reason)
+
+    async def _broadcast_index(self) -> None:
+        index = dict(self._index)
+        members = list(self._members)
+        outcomes = await asyncio.gather(*(m.set_index(index) for m in members), return_exceptions=True)
+        for member, outcome in zip(members, outcomes, strict=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
+                log.error("%s did not take the index: %r", member.label or "this process", outcome)
+
+    async def _commit(self, load_failures: Sequence[str], *, changed: bool) -> None:
+        """Every member serves the decided state; then snapshots nobody uses are removed."""
+        if not changed and not load_failures:
+            return
+        served = {name: dict(versions) for name, versions in self._served.items()}
+        index = dict(self._index)
+        members = list(self._members)
+        outcomes = await asyncio.gather(
+            *(m.commit(served, index, list(load_failures) if i == 0 else []) for i, m in enumerate(members)),
+            return_exceptions=True,
+        )
+        for member, outcome in zip(members, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ConnectionError):
+                # It can no longer follow the decided state: it must not serve another one.
+                log.error("%s failed to commit: %r", member.label or "this process", outcome)
+                self.leave(member)
+                await member.evict(f"commit failed: {outcome!r}")
+        digests = {plan.digest for versions in self._served.values() for plan in versions.values()}
+        await anyio.to_thread.run_sync(self._snapshots.keep_only, digests)
+
+
+def _fingerprint(spec: VersionSpec) -> Fingerprint:
+    """Cheap change detection for polling: size and modification time of the version's files."""
+    values: list[int] = []
+    for path in (spec.model_path, spec.directory / WEIGHTS_FILE, spec.directory / MANIFEST_FILE):
+        try:
+            stat = path.stat()
+        except OSError:
+            values += [-1, -1]
+        else:
+            values += [stat.st_size, stat.st_mtime_ns]
+    return tuple(values)
