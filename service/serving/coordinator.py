@@ -33,7 +33,7 @@ import anyio.to_thread
 from service.errors import InvalidRequest, ModelLoadError, ModelNotFound, ServiceError
 from service.serving.model_checks import check_version
 from service.serving.model_config import ModelConfig
-from service.serving.plan import Index, IndexEntry, Served, State, VersionPlan, plan_key
+from service.serving.plan import Index, IndexEntry, PrepareReport, Served, State, VersionPlan, plan_key
 from service.serving.repository import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -60,7 +60,7 @@ class Member(Protocol):
 
     async def set_index(self, index: Index) -> None: ...
 
-    async def prepare(self, plans: list[VersionPlan]) -> dict[str, str]: ...
+    async def prepare(self, plans: list[VersionPlan]) -> PrepareReport: ...
 
     async def commit(self, served: Served, index: Index, load_failures: list[str]) -> None: ...
 
@@ -204,7 +204,7 @@ class Coordinator:
     async def _catch_up(self, member: Member) -> None:
         plans = [plan for versions in self._served.values() for plan in versions.values()]
         try:
-            failures = await member.prepare(plans)
+            failures = (await member.prepare(plans)).failures
         except ConnectionError:
             return  # gone already
         if failures:
@@ -233,7 +233,7 @@ class Coordinator:
             candidate = await self._candidate(wanted[version], spec.config, current.get(version), force, failures)
             if candidate is not None:
                 candidates.append(candidate)
-        accepted = await self._prepare_everywhere(candidates, failures)
+        accepted, warnings = await self._prepare_everywhere(candidates, failures)
         updated = {v: plan for v, plan in current.items() if v in selected} | {
             c.plan.spec.version: c.plan for c in accepted
         }
@@ -244,7 +244,9 @@ class Coordinator:
         else:
             self._served.pop(name, None)
         for candidate in accepted:
-            self._index[candidate.plan.key] = IndexEntry(name, candidate.plan.spec.version, State.READY)
+            self._index[candidate.plan.key] = IndexEntry(
+                name, candidate.plan.spec.version, State.READY, warnings.get(plan_key(*candidate.plan.key), "")
+            )
         for version in [v for v in current if v not in updated]:
             self._sources.pop((name, version), None)
             self._index[(name, version)] = IndexEntry(
@@ -284,7 +286,9 @@ class Coordinator:
         if existing is not None and existing.identity == plan.identity:
             self._sources[key] = fingerprint
             self._rejected.pop(key, None)
-            self._index[key] = IndexEntry(source.name, source.version, State.READY)
+            kept = self._index.get(key)
+            warning = kept.reason if kept is not None and kept.reason.startswith("warning:") else ""
+            self._index[key] = IndexEntry(source.name, source.version, State.READY, warning)
             return None  # the same bytes and config as served: nothing to reload
         return _Candidate(plan, fingerprint)
 
@@ -294,10 +298,13 @@ class Coordinator:
         check_version(snapshot.spec, settings.max_model_bytes, settings.verify_manifest, snapshot.hashes)
         return VersionPlan(snapshot.spec, config, snapshot.digest, snapshot.size)
 
-    async def _prepare_everywhere(self, candidates: list[_Candidate], failures: list[str]) -> list[_Candidate]:
-        """Every member loads the candidates; those that failed anywhere are dropped (with the reason)."""
+    async def _prepare_everywhere(
+        self, candidates: list[_Candidate], failures: list[str]
+    ) -> tuple[list[_Candidate], dict[str, str]]:
+        """Every member loads the candidates; those that failed anywhere are dropped (with the reason).
+        Also returns the warnings of the accepted ones (a worker's, the same in every worker)."""
         if not candidates:
-            return []
+            return [], {}
         for candidate in candidates:
             name, version = candidate.plan.key
             self._index[(name, version)] = IndexEntry(name, version, State.LOADING)
@@ -306,24 +313,28 @@ class Coordinator:
         members = list(self._members)
         results = await asyncio.gather(*(self._prepare_on(member, plans) for member in members))
         accepted = []
+        warnings: dict[str, str] = {}
         for candidate in candidates:
             key = plan_key(*candidate.plan.key)
-            reasons = list(dict.fromkeys(result[key] for result in results if key in result))
+            reasons = list(dict.fromkeys(result.failures[key] for result in results if key in result.failures))
             if reasons:
                 failures.append(self._reject(candidate.plan.key, candidate.fingerprint, "; ".join(reasons)))
             else:
                 self._rejected.pop(candidate.plan.key, None)
                 accepted.append(candidate)
-        return accepted
+                found = next((result.warnings[key] for result in results if key in result.warnings), None)
+                if found is not None:
+                    warnings[key] = f"warning: {found}"
+        return accepted, warnings
 
-    async def _prepare_on(self, member: Member, plans: list[VersionPlan]) -> dict[str, str]:
+    async def _prepare_on(self, member: Member, plans: list[VersionPlan]) -> PrepareReport:
         label = f"{member.label}: " if member.label else ""
         try:
-            failures = await member.prepare(plans)
+            report = await member.prepare(plans)
         except ConnectionError:
             # It may have died of this very load (out of memory): count it as that load's failure.
-            return {plan_key(*plan.key): f"{label}the worker exited while loading" for plan in plans}
-        return {key: f"{label}{reason}" for key, reason in failures.items()}
+            return PrepareReport({plan_key(*plan.key): f"{label}the worker exited while loading" for plan in plans})
+        return PrepareReport({key: f"{label}{reason}" for key, reason in report.failures.items()}, report.warnings)
 
     def _reject(self, key: tuple[str, int], fingerprint: Fingerprint, message: str) -> str:
         """Record why a version was refused; what served before keeps serving."""

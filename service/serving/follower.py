@@ -21,7 +21,7 @@ from service.errors import InvalidRequest
 from service.ops.channel import Channel, Handler, connect
 from service.ops.supervisor import WorkerContext
 from service.serving.coordinator import Coordinator
-from service.serving.plan import Index, Served, VersionPlan, index_from_json, served_from_json
+from service.serving.plan import Index, PrepareReport, Served, VersionPlan, index_from_json, served_from_json
 from service.serving.registry import ModelRegistry
 from service.serving.snapshots import SnapshotStore
 from service.settings import Settings
@@ -40,7 +40,7 @@ class LocalMember:
     async def set_index(self, index: Index) -> None:
         self._registry.set_index(index)
 
-    async def prepare(self, plans: list[VersionPlan]) -> dict[str, str]:
+    async def prepare(self, plans: list[VersionPlan]) -> PrepareReport:
         return await self._registry.prepare(plans)
 
     async def commit(self, served: Served, index: Index, load_failures: list[str]) -> None:
@@ -136,7 +136,7 @@ def follower(registry: ModelRegistry) -> Handler:
             registry.set_index(index_from_json(body))
             return None
         if op == "prepare":
-            return await registry.prepare([VersionPlan.from_json(item) for item in body])
+            return (await registry.prepare([VersionPlan.from_json(item) for item in body])).as_json()
         if op == "commit":
             await registry.commit(
                 served_from_json(body["served"]), index_from_json(body["index"]), list(body["load_failures"])

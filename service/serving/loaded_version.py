@@ -37,6 +37,10 @@ class LoadedVersion:
     metrics: ServiceMetrics | None = None
     digest: str = ""
     """Content digest of the snapshot this version was loaded from (see ``serving.snapshots``)."""
+    warning: str | None = None
+    """Why the version serves with a caveat (its warm-up could not run), for the index and metadata."""
+    batching_off: str | None = None
+    """Why requests run one by one although the signature would allow batching, for the config."""
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _queue_time: Any = field(default=None, init=False, repr=False)

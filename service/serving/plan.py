@@ -6,7 +6,7 @@ Both travel between processes as JSON, so a worker and its supervisor agree on t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,22 @@ def index_from_json(data: list[dict[str, str]]) -> Index:
 def plan_key(name: str, version: int) -> str:
     """How prepare results name a version on the wire."""
     return f"{name}/{version}"
+
+
+@dataclass(slots=True)
+class PrepareReport:
+    """What one worker's ``prepare`` says, by plan key: why versions failed, and warnings for versions
+    that loaded but serve with a caveat (a warm-up no guessed input could run)."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, dict[str, str]]:
+        return {"failures": self.failures, "warnings": self.warnings}
+
+    @classmethod
+    def from_json(cls, data: dict[str, dict[str, str]]) -> PrepareReport:
+        return cls(dict(data.get("failures", {})), dict(data.get("warnings", {})))
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,19 @@ from service.serving.admission import AdmissionGate
 from service.serving.batching import BatchPolicy, DynamicBatcher
 from service.serving.loaded_version import LoadedVersion
 from service.serving.model_config import ModelConfig
-from service.serving.plan import TRANSIENT, Index, IndexEntry, Served, State, VersionPlan, plan_key
+from service.serving.plan import (
+    TRANSIENT,
+    Index,
+    IndexEntry,
+    PrepareReport,
+    Served,
+    State,
+    VersionPlan,
+    plan_key,
+)
 from service.serving.runtime import OnnxModel, SessionOptions
 from service.serving.triton_stats import InferenceStats, StatsBook
+from service.serving.warmup import WarmupOutcome, rows_are_independent, warm_up
 from service.settings import Settings
 
 __all__ = ["IndexEntry", "ModelRegistry", "RepositoryControl", "State"]
@@ -150,30 +160,36 @@ class ModelRegistry:
     def set_index(self, index: Index) -> None:
         self._index = dict(index)
 
-    async def prepare(self, plans: list[VersionPlan]) -> dict[str, str]:
-        """Load and warm up versions beside the serving ones; why each that failed did (by plan key)."""
-        failures: dict[str, str] = {}
+    async def prepare(self, plans: list[VersionPlan]) -> PrepareReport:
+        """Load and warm up versions beside the serving ones; why each that failed did, and the
+        warnings of those that loaded (by plan key)."""
+        report = PrepareReport()
         for plan in plans:
-            if self._holds(plan):
-                continue
             name, version = plan.key
+            if self._holds(plan):
+                held = self._pending.get(plan.key) or self._models[name][version]
+                if held.warning:
+                    report.warnings[plan_key(name, version)] = held.warning
+                continue
             stats = self._stats.for_version(name, version)
             try:
                 loaded = await anyio.to_thread.run_sync(self._build, plan, stats)
             except ServiceError as exc:
                 log.error("cannot load: %s", exc.message)
-                failures[plan_key(name, version)] = exc.message
+                report.failures[plan_key(name, version)] = exc.message
                 continue
             except Exception as exc:  # never let one bad version take the worker down
                 log.exception("unexpected failure loading %s version %d", name, version)
-                failures[plan_key(name, version)] = f"cannot load: {exc!r}"
+                report.failures[plan_key(name, version)] = f"cannot load: {exc!r}"
                 continue
+            if loaded.warning:
+                report.warnings[plan_key(name, version)] = loaded.warning
             previous = self._pending.pop(plan.key, None)
             if previous is not None:
                 await previous.retire(0)
             self._pending[plan.key] = loaded
             log.info("%s version %d is loaded and warmed up", name, version)
-        return failures
+        return report
 
     async def commit(self, served: Served, index: Index, load_failures: list[str] | None = None) -> None:
         """Serve exactly ``served`` (prepared or already loaded), then release what left it."""
@@ -265,16 +281,13 @@ class ModelRegistry:
             graph_optimization=config.graph_optimization or settings.graph_optimization,
         )
         model = OnnxModel.load(spec.model_path, options, label)
-        if settings.warmup:
-            try:
-                model.warm_up()
-            except ServiceError as exc:
-                raise ModelLoadError(f"{label}: warm-up run failed: {exc.message}") from exc
+        warmed = warm_up(model, config.warmup) if settings.warmup else None
         fingerprint = (plan.size, int(plan.digest[:15], 16))
         loaded = LoadedVersion(
             spec, model, config, stats, None, fingerprint, metrics=self._metrics, digest=plan.digest
         )
-        loaded.runner = self._runner(model, config, loaded, label)
+        loaded.warning = warmed.warning if warmed is not None else None
+        loaded.runner = self._runner(model, config, loaded, label, warmed)
         if loaded.runner is None:
             loaded.gate = AdmissionGate(
                 label,
@@ -285,13 +298,20 @@ class ModelRegistry:
         return loaded
 
     def _runner(
-        self, model: OnnxModel, config: ModelConfig, loaded: LoadedVersion, label: str
+        self, model: OnnxModel, config: ModelConfig, loaded: LoadedVersion, label: str, warmed: WarmupOutcome | None
     ) -> DynamicBatcher | None:
         batching = config.batching
         max_batch = batching.max_batch_size or self._settings.max_batch_size
         batchable = all(spec.batched for spec in (*model.inputs, *model.outputs))
         if not batching.enabled or max_batch <= 1 or not batchable:
             return None
+        if warmed is not None:
+            # The signature allows stacking along axis 0; the model itself must agree (see warmup).
+            why = "no warm-up input ran" if warmed.feeds is None else rows_are_independent(model, warmed.feeds)
+            if why is not None:
+                loaded.batching_off = why
+                log.info("%s: requests run one by one, not batched: %s", label, why)
+                return None
         policy = BatchPolicy(
             max_batch_size=max_batch,
             max_queue_delay_s=(

@@ -17,7 +17,7 @@ from typing import Any
 from service.errors import InvalidRequest
 from service.ops.channel import Channel, Handler
 from service.serving.coordinator import Coordinator
-from service.serving.plan import Index, Served, VersionPlan, index_to_json, served_to_json
+from service.serving.plan import Index, PrepareReport, Served, VersionPlan, index_to_json, served_to_json
 from service.serving.snapshots import SnapshotStore
 from service.settings import Settings
 
@@ -34,9 +34,9 @@ class RemoteMember:
     async def set_index(self, index: Index) -> None:
         await self._channel.request("index", index_to_json(index))
 
-    async def prepare(self, plans: list[VersionPlan]) -> dict[str, str]:
-        failures: dict[str, str] = await self._channel.request("prepare", [plan.as_json() for plan in plans])
-        return failures
+    async def prepare(self, plans: list[VersionPlan]) -> PrepareReport:
+        report = await self._channel.request("prepare", [plan.as_json() for plan in plans])
+        return PrepareReport.from_json(report)
 
     async def commit(self, served: Served, index: Index, load_failures: list[str]) -> None:
         body = {"served": served_to_json(served), "index": index_to_json(index), "load_failures": load_failures}

@@ -140,16 +140,6 @@ class OnnxModel:
         """Run off the event loop; onnxruntime releases the GIL while it computes."""
         return await anyio.to_thread.run_sync(self.run_sync, feeds, outputs)
 
-    def warm_up(self) -> None:
-        """One run on zeros (batch 1) so the first real request does not pay for lazy initialisation."""
-        feeds: dict[str, np.ndarray] = {}
-        for spec in self.inputs:
-            shape = [1 if dim < 0 else dim for dim in spec.shape]
-            if spec.datatype == "BYTES":
-                feeds[spec.name] = np.full(shape, "", dtype=np.object_)
-            else:
-                feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
-        self.run_sync(feeds)
 
 
 def _run_with_ort_values(

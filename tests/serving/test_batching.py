@@ -370,8 +370,19 @@ async def test_real_app_returns_each_request_its_own_rows_and_rejects_bad_ones_a
         assert stats["execution_count"] < len(inputs)  # requests shared executions
 
 
-async def test_real_app_counts_failed_batches_and_still_answers_every_request(repository: Path) -> None:
+async def test_a_model_that_cannot_batch_is_found_out_at_load_and_runs_one_by_one(repository: Path) -> None:
     app = create_app(Settings(repository=repository, log_level="warning", intra_op_threads=1))
+    async with app.lifespan():
+        one_row = app.state.registry.get("one_row")
+        assert one_row.runner is None
+        assert one_row.batching_off is not None
+        assert "fails" in one_row.batching_off
+        assert app.state.registry.get("echo").runner is not None
+
+
+async def test_real_app_counts_failed_batches_and_still_answers_every_request(repository: Path) -> None:
+    # Without warm-up nothing checks the model at load, so its batches fail at run time.
+    app = create_app(Settings(repository=repository, log_level="warning", intra_op_threads=1, warmup=False))
     async with app.lifespan():
         inputs = [np.full((1, 4), i, dtype=np.float32) for i in range(16)]
         answers = await asyncio.gather(*[call(app, "/v2/models/one_row/infer", infer_document("x", x)) for x in inputs])

@@ -23,7 +23,7 @@ from service.serving.registry import ModelRegistry
 from service.serving.snapshots import SnapshotStore
 from service.serving.triton_stats import StatsBook
 from service.settings import Settings
-from tests.serving.onnx_models import WIDTH, write_version
+from tests.serving.onnx_models import WIDTH, write_config, write_version
 
 FEEDS = {"x": np.zeros((3, WIDTH), dtype=np.float32)}
 
@@ -80,6 +80,9 @@ def _index(registry: ModelRegistry) -> list[tuple[str, int | None, str, str]]:
 
 
 async def test_a_version_that_fails_in_one_worker_is_committed_in_none(workers: Workers, tmp_path: Path) -> None:
+    # A configured warm-up sample must run: worker B runs it (and fails on version 2), worker A skips warm-up.
+    sample = {"name": "one row", "inputs": {"x": {"datatype": "FP32", "shape": [1, WIDTH]}}}
+    write_config(workers.root, "m", {"warmup": [sample]})
     first, a = workers.member("worker A", warmup=False)
     second, b = workers.member("worker B", warmup=True)
     coordinator = Coordinator(Settings(repository=workers.root), SnapshotStore(tmp_path / "snapshots"), 2)
@@ -87,7 +90,7 @@ async def test_a_version_that_fails_in_one_worker_is_committed_in_none(workers: 
     assert first.versions("m") == second.versions("m") == [1]
 
     _fails_its_warm_up(workers.root / "m" / "2")
-    with pytest.raises(InvalidRequest, match="worker B: m version 2: warm-up run failed"):
+    with pytest.raises(InvalidRequest, match="worker B: m version 2: warm-up sample 'one row' failed"):
         await coordinator.load("m")
     assert first.versions("m") == second.versions("m") == [1]  # worker A loaded it, and did not switch
     assert _index(first) == _index(second)

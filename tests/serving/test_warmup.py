@@ -151,3 +151,37 @@ def test_batching_is_checked_against_the_model_itself(tmp_path: Path) -> None:
     reason = rows_are_independent(time_first, {"seq": np.zeros((1, 1, 3), np.float32)})
     assert reason is not None
     assert "not" in reason or "no batch axis" in reason
+
+
+def three_rows_model() -> onnx.ModelProto:
+    """``x`` [N, 4] reshaped to [3, -1]: runs for N = 3, never for the guesses' batch of 1."""
+    return _model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, None])],
+        [numpy_helper.from_array(np.array([3, -1], np.int64), "shape")],
+        "three_rows",
+    )
+
+
+async def test_a_model_served_without_warm_up_says_so_in_the_index_and_metadata(tmp_path: Path) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    for name, model in (("three_rows", three_rows_model()), ("reflect", reflect_pad_model())):
+        (tmp_path / name / "1").mkdir(parents=True)
+        onnx.save(model, tmp_path / name / "1" / "model.onnx")
+    async with AsyncTestClient(app=create_app(Settings(repository=tmp_path))) as client:
+        index = {e["name"]: e for e in (await client.post("/v2/repository/index", json={})).json()}
+        assert index["three_rows"]["state"] == "READY"
+        assert index["three_rows"]["reason"].startswith("warning: warm-up skipped")
+        assert index["reflect"] == {"name": "reflect", "version": "1", "state": "READY", "reason": ""}
+        metadata = (await client.get("/v2/models/three_rows")).json()
+        assert metadata["parameters"]["warnings"].startswith("warm-up skipped")
+        assert "warnings" not in (await client.get("/v2/models/reflect")).json()["parameters"]
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 4], "data": list(range(12))}]}
+        answer = await client.post("/v2/models/three_rows/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["shape"] == [3, 4]

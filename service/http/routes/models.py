@@ -31,7 +31,8 @@ def model_metadata(registry: ModelRegistry, loaded: LoadedVersion) -> dict[str, 
         "platform": "onnxruntime_onnx",
         "inputs": [spec.as_metadata() for spec in loaded.model.inputs],
         "outputs": [spec.as_metadata() for spec in loaded.model.outputs],
-        "parameters": {"execution_providers": ",".join(loaded.model.providers)},
+        "parameters": {"execution_providers": ",".join(loaded.model.providers)}
+        | ({"warnings": loaded.warning} if loaded.warning else {}),
     }
 
 
@@ -65,6 +66,8 @@ def model_config(loaded: LoadedVersion) -> dict[str, Any]:
             "requested_execution_providers": {"string_value": ",".join(loaded.model.requested_providers)},
         },
     }
+    if loaded.batching_off is not None:
+        config["parameters"]["batching_off"] = {"string_value": loaded.batching_off}
     if runner is not None:
         policy = runner.policy
         config["dynamic_batching"] = {
