@@ -33,6 +33,7 @@ pytestmark = [
 MODELS = Path(__file__).resolve().parents[3] / "models"
 VIEWPORT = {"width": 1366, "height": 900}
 FOREIGN = "vad"
+TYPED = "typed"
 HIDDEN = 16
 DONE = "#result[data-state='done']"
 METHODS = {"cam": "CAM", "grad-cam": "Grad-CAM", "occlusion": "Occlusion"}
@@ -86,6 +87,35 @@ def _foreign_model(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def _typed_model(path: Path) -> None:
+    """Inputs of the datatypes a number box does not cover: mask BOOL [batch, 4], words BYTES
+    [batch, 2] and a 0-d FP16 scale -> their negation, the words, and the scale squared."""
+    nodes = [
+        helper.make_node("Not", ["mask"], ["not_mask"]),
+        helper.make_node("Identity", ["words"], ["words_out"]),
+        helper.make_node("Mul", ["scale", "scale"], ["squared"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        TYPED,
+        [
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 4]),
+            helper.make_tensor_value_info("words", TensorProto.STRING, ["batch", 2]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT16, []),
+        ],
+        [
+            helper.make_tensor_value_info("not_mask", TensorProto.BOOL, ["batch", 4]),
+            helper.make_tensor_value_info("words_out", TensorProto.STRING, ["batch", 2]),
+            helper.make_tensor_value_info("squared", TensorProto.FLOAT16, []),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True)
+    onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (MODELS / "digits_cnn" / "examples").is_dir():
@@ -93,6 +123,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("try") / "models"
     shutil.copytree(MODELS, root)
     _foreign_model(root / FOREIGN / "1" / "model.onnx")
+    _typed_model(root / TYPED / "1" / "model.onnx")
     return root
 
 
@@ -421,6 +452,51 @@ def test_a_foreign_model_is_called_from_its_signature_with_every_output_shown(
         f"section.output[data-output='state_out'] canvas[aria-label='state_out as a 2 × {HIDDEN} grid']"
     )
     assert grid.count() == 1
+    assert tab.watch.errors == []
+
+
+def test_bool_bytes_and_fp16_inputs_have_their_own_fields(tab: Tab) -> None:
+    tab.open(f"#/models/{TYPED}/try")
+    page = tab.page
+    assert [page.locator(f"#in0-v{i}").get_attribute("type") for i in range(4)] == ["checkbox"] * 4
+    assert [page.locator(f"#in1-v{i}").get_attribute("type") for i in range(2)] == ["text"] * 2
+    assert page.locator("#in2-v0").get_attribute("step") == "any"
+    page.check("#in0-v1")
+    page.check("#in0-v2")
+    page.fill("#in1-v0", "héllo")
+    page.fill("#in1-v1", "wörld")
+    page.fill("#in2-v0", "1.5")
+    tab.run_and_wait()
+    sent = {t["name"]: t for t in tab.request()["inputs"]}
+    assert sent["mask"]["data"] == [False, True, True, False]
+    assert sent["scale"] == {"name": "scale", "datatype": "FP16", "shape": [], "data": [1.5]}
+    assert tab.output("not_mask") == ([1, 4], [True, False, False, True])
+    assert tab.output("words_out") == ([1, 2], ["héllo", "wörld"])
+    assert tab.output("squared") == ([], [2.25])
+    assert (
+        "[true, false, false, true] (4 values)"
+        in page.locator("section.output[data-output='not_mask'] .preview").inner_text()
+    )
+    # a request body with BOOL as 0 / 1 and a batch of two
+    body = {
+        "inputs": [
+            {"name": "mask", "datatype": "BOOL", "shape": [2, 4], "data": [[1, 1, 0, 0], [0, 0, 0, 1]]},
+            {"name": "words", "datatype": "BYTES", "shape": [2, 2], "data": ["a", "b", "c", "d"]},
+        ]
+    }
+    upload(tab, "#upload", {"typed.json": json.dumps(body).encode()})
+    page.wait_for_function("() => document.querySelector('#upload-status').textContent.startsWith('Loaded')")
+    tab.run_and_wait()
+    assert tab.output("not_mask") == ([2, 4], [False, False, True, True, True, True, True, False])
+    assert tab.output("words_out") == ([2, 2], ["a", "b", "c", "d"])
+    # BOOL data that is not 0 / 1 is refused before sending
+    bad = {"inputs": [{"name": "mask", "datatype": "BOOL", "shape": [1, 4], "data": [0, 2, 0, 0]}]}
+    upload(tab, "#upload", {"bad.json": json.dumps(bad).encode()})
+    page.wait_for_function("() => document.querySelector('#upload-status').textContent.startsWith('Not loaded')")
+    assert (
+        "input 'mask' element 1 is 2; BOOL elements are true / false (or 0 / 1)"
+        in page.locator("#upload-status").inner_text()
+    )
     assert tab.watch.errors == []
 
 

@@ -42,7 +42,7 @@ function rangeOf(values) {
 export function preview(values, datatype) {
   const shown = values.slice(0, PREVIEW).map((v) => (kindOf(datatype) === "float" || typeof v === "number" ? num(Number(v)) : JSON.stringify(v)));
   const more = values.length > PREVIEW ? ", …" : "";
-  return `[${shown.join(", ")}${more}]  (${values.length.toLocaleString("en-US")} value${values.length === 1 ? "" : "s"})`;
+  return `[${shown.join(", ")}${more}] (${values.length.toLocaleString("en-US")} value${values.length === 1 ? "" : "s"})`;
 }
 
 /** What the page knows of the model's task from its manifest (never guessed from shapes). */
@@ -91,7 +91,7 @@ function classifier(name, values, shape, task, first) {
 function chart(out, values, first, task) {
   const shape = out.shape;
   const wide = shape.filter((d) => d !== 1);
-  if (kindOf(out.datatype) === "bytes" || !values.length) return null;
+  if (kindOf(out.datatype) === "bytes" || kindOf(out.datatype) === "bool" || !values.length) return null;
   if (values.length === 1) {
     const caption = first && task.targets && task.targets.length === 1 ? task.targets[0] : out.name;
     return h("div", { class: "figure" }, h("span", { class: "caption" }, caption),
