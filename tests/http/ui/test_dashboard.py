@@ -298,9 +298,12 @@ def _stroke(tab: Any, points: list[tuple[int, int]]) -> None:
 def _shown_prediction(tab: Any, api: httpx.Client) -> tuple[int, list[float], list[float]]:
     raw = tab.locator("#pad").get_attribute("data-pixels") or "[]"
     logits = infer(api, "digits_cnn", "image", [1, 1, 8, 8], json.loads(raw))
-    # the scores on screen belong to exactly these pixels
+    # the scores on screen answer a request of exactly these pixels
     tab.wait_for_function(
-        "raw => { const s = document.querySelector('#scores'); return s && s.dataset.pixels === raw; }", arg=raw
+        """raw => { const r = document.querySelector('#result');
+          return r.dataset.state === 'done' && r.dataset.request
+            && JSON.stringify(JSON.parse(r.dataset.request).inputs[0].data) === raw; }""",
+        arg=raw,
     )
     tab.wait_for_selector("#scores[data-logits]")
     shown = json.loads(tab.locator("#scores").get_attribute("data-logits") or "[]")
@@ -312,6 +315,9 @@ def test_drawing_a_digit_predicts_what_the_api_predicts(
 ) -> None:
     tab, watch = page
     open_view(tab, server, "#/models/digits_cnn/try")
+    # the pad opens on the model's first example; start from a blank one
+    tab.wait_for_selector("#result[data-state='done']")
+    tab.click("#clear")
     # a seven: a bar along the top, then a stroke down to the lower left
     _stroke(tab, [(1, 1), (1, 6)])
     _stroke(tab, [(1, 6), (3, 5), (5, 4), (7, 3)])
@@ -341,21 +347,15 @@ def test_denoiser_shows_the_evaluate_endpoints_psnr_and_ssim(
 ) -> None:
     tab, watch = page
     open_view(tab, server, "#/models/digits_autoencoder/try")
-    result = tab.locator("#result[data-psnr]")
-    result.wait_for()
-    noisy = json.loads(result.get_attribute("data-noisy") or "[]")
-    clean = json.loads(result.get_attribute("data-clean") or "[]")
-    body = {
-        "inputs": [
-            {"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": noisy},
-            {"name": "targets", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": clean},
-        ]
-    }
+    # the evaluation example: noisy digits with their clean images as targets
+    tab.click("#examples button[data-example='labelled-20']")
+    tab.locator("#result[data-state='done'] #metrics[data-psnr]").wait_for()
+    body = api.get("/v2/models/digits_autoencoder/examples/labelled-20").json()
     metrics = api.post("/v2/models/digits_autoencoder/evaluate", json=body).json()
-    text = tab.locator("#image-metrics").inner_text()
+    text = tab.locator("#metrics").inner_text()
     assert f"{js_num(metrics['psnr'])} dB" in text
     assert js_num(metrics["ssim"]) in text
-    assert tab.locator("#result canvas").count() == 3
+    assert tab.locator("#metrics canvas").count() == 3  # the first sample's input, target and output
     screenshot(tab, "try-denoiser")
     no_errors(watch)
 
@@ -365,9 +365,9 @@ def test_feature_form_predicts_what_the_api_predicts(
 ) -> None:
     tab, watch = page
     open_view(tab, server, "#/models/diabetes_mlp/try")
-    tab.fill("#feature-0", "61")
-    tab.click("#feature-form button[type='submit']")
-    values = [float(tab.locator(f"#feature-{i}").input_value()) for i in range(10)]
+    tab.fill("#in0-v0", "61")
+    tab.click("#run")
+    values = [float(tab.locator(f"#in0-v{i}").input_value()) for i in range(10)]
     expected = infer(api, "diabetes_mlp", "features", [1, 10], values)[0]
     tab.wait_for_function(
         f"() => Math.abs(Number(document.querySelector('#prediction').dataset.value) - {expected}) < 1e-3"
@@ -429,11 +429,15 @@ def test_a_bare_model_without_manifest_or_sidecar_shows_dashes_not_errors(browse
             open_view(tab, bare, "#/models/bare/diff")
             assert "a diff needs two" in tab.locator("main").inner_text()
             open_view(tab, bare, "#/models/bare/try")
-            tab.wait_for_selector("#prediction")
-            x = [float(tab.locator(f"#feature-{i}").input_value()) for i in range(16)]
+            # no examples: the form holds the signature's defaults until Run
+            tab.click("#run")
+            tab.wait_for_selector("#result[data-state='done']")
+            x = [float(tab.locator(f"#in0-v{i}").input_value()) for i in range(16)]
             with httpx.Client(base_url=bare.base_url) as client:
-                expected = infer(client, "bare", "x", [1, 16], x)[0]
-            assert tab.locator("#prediction").inner_text() == js_num(expected, 5)
+                expected = infer(client, "bare", "x", [1, 16], x)
+            shown = json.loads(tab.locator("section.output[data-output='y']").get_attribute("data-values") or "[]")
+            assert shown == pytest.approx(expected, rel=1e-6)
+            assert tab.locator("section.output[data-output='y'] svg[role='img'] rect").count() == 12
             screenshot(tab, "try-bare")
         finally:
             context.close()

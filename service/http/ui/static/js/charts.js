@@ -1,4 +1,4 @@
-// Small SVG charts drawn here, with no library: histograms, bars, log-log spectra.
+// Small SVG charts drawn here, with no library: histograms, bars, lines, log-log spectra.
 import { s } from "./dom.js";
 import { isNum, num } from "./fmt.js";
 
@@ -154,6 +154,56 @@ export function hbars(rows, { width = 460, label = "bars", color = COLORS.blue, 
       s("title", { text: `${r.label}: ${valueFormat(r.value)}` })));
     svg.append(s("text", { x: Math.max(x(v), x(0)) + 4, y: yy + rowHeight * 0.68, text: valueFormat(r.value) }));
   });
+  return svg;
+}
+
+/**
+ * A line through values by index (long 1-D outputs: a signal, a spectrum, a sequence of scores).
+ * With more points than pixel columns, each column is drawn as the span of its values (min to max),
+ * so no peak disappears; non-finite values leave a gap.
+ */
+export function line(values, { width = 460, height = 180, label = "line", color = COLORS.blue, xLabel = "index" } = {}) {
+  const svg = svgRoot(width, height, label);
+  const vals = Array.from(values || [], Number);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of vals) if (isNum(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  if (vals.length < 2 || !isNum(lo)) {
+    svg.append(s("text", { x: width / 2, y: height / 2, "text-anchor": "middle", text: "no values to draw" }));
+    return svg;
+  }
+  if (hi === lo) { lo -= 0.5; hi += 0.5; }
+  const m = { l: 48, r: 10, t: 8, b: xLabel ? 34 : 22 };
+  const x = linear(0, vals.length - 1, m.l, width - m.r);
+  const y = linear(lo, hi, height - m.b, m.t);
+  const g = s("g");
+  axes(g, x, y, niceTicks(0, vals.length - 1, 5).filter(Number.isInteger), niceTicks(lo, hi, 4), m, width, height,
+    (t) => String(t));
+  if (xLabel) g.append(s("text", { x: (m.l + width - m.r) / 2, y: height - 4, "text-anchor": "middle", text: xLabel }));
+  const columns = Math.max(1, Math.floor(width - m.l - m.r));
+  let d = "";
+  if (vals.length <= columns * 2) {
+    let pen = false;
+    vals.forEach((v, i) => {
+      if (!isNum(v)) { pen = false; return; }
+      d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      pen = true;
+    });
+  } else {
+    const per = vals.length / columns;
+    for (let c = 0; c < columns; c += 1) {
+      let cmin = Infinity;
+      let cmax = -Infinity;
+      for (let i = Math.floor(c * per); i < Math.min(vals.length, Math.floor((c + 1) * per)); i += 1) {
+        if (isNum(vals[i])) { cmin = Math.min(cmin, vals[i]); cmax = Math.max(cmax, vals[i]); }
+      }
+      if (!isNum(cmin)) continue;
+      const px = (m.l + c + 0.5).toFixed(1);
+      d += `${d ? "L" : "M"}${px},${y(cmax).toFixed(1)}L${px},${y(cmin).toFixed(1)}`;
+    }
+  }
+  svg.append(g, s("path", { d, fill: "none", stroke: color, "stroke-width": 1.5, "data-series": "values",
+    "data-points": vals.length }));
   return svg;
 }
 

@@ -1,218 +1,237 @@
-// Try a model in the browser: draw a digit for the classifier (prediction, class scores, CAM heat
-// map), denoise a noisy digit with the autoencoder (PSNR, SSIM), or fill in features for the regressor.
+// Try any model in the browser. The form comes from the model's signature (every input with its
+// datatype and shape, dynamic dimensions editable), prefilled from the example requests the model
+// ships with, or from uploaded files (a V2 request body, a nested array, a .npy per input), checked
+// before anything is sent. Every output comes back with its first values and a chart where its
+// shape suggests one; image classifiers also get a heat map (/explain, the server picks the
+// method), and examples with targets are scored by /evaluate.
 import { getJSON, postJSON, modelPath, enc } from "../api.js";
-import { h, kv, clear, errorBox } from "../dom.js";
-import { get, num, text, isNum, DASH } from "../fmt.js";
-import { hbars } from "../charts.js";
-import { DrawingPad, imageCanvas } from "../pixels.js";
-import { DIGITS, DIABETES } from "../samples.js";
+import { h, clear, errorBox } from "../dom.js";
+import { text } from "../fmt.js";
+import { InputEditor, imageLayout } from "../inputs.js";
+import { readFiles, readExample } from "../uploads.js";
+import { outputPanels, taskInfo } from "../outputs.js";
+import { metricsPanel } from "../evaluation.js";
+import { heatmapPanel } from "../heatmap.js";
+import { imageCanvas } from "../pixels.js";
+import { shapeText } from "../tensors.js";
 
-function tensorInput(spec, rows, data) {
-  const dims = (spec.shape || []).map((d, i) => (d < 0 ? (i === 0 ? rows : 1) : d));
-  return { name: spec.name, datatype: spec.datatype || "FP32", shape: dims, data: Array.from(data) };
+const REQUEST_DATASET_MAX = 1 << 20; // the last request is kept on #result while it is this small
+
+function signatureTable(meta) {
+  const rows = [
+    ...(meta.inputs || []).map((t) => ["input", t]),
+    ...(meta.outputs || []).map((t) => ["output", t]),
+  ];
+  return h("table", { id: "signature", class: "signature" },
+    h("caption", {}, "Signature (from the model's metadata; -1 is a dynamic dimension)"),
+    h("thead", {}, h("tr", {}, ["", "Name", "Datatype", "Shape"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, rows.map(([role, t]) => h("tr", { dataset: { role, name: t.name } },
+      h("td", {}, role), h("th", { scope: "row" }, text(t.name)), h("td", {}, text(t.datatype)),
+      h("td", {}, Array.isArray(t.shape) ? shapeText(t.shape) : "—")))));
 }
 
-function outputData(response, name) {
-  const outs = get(response, "outputs") || [];
-  const out = outs.find((o) => o.name === name) || outs[0];
-  return out && Array.isArray(out.data) ? out.data.map(Number) : [];
+/** A heat map needs an image input ([N, C, H, W]) and class scores per sample ([N, K]) as the first output. */
+function explainable(meta) {
+  const scores = meta.outputs && meta.outputs[0] && Array.isArray(meta.outputs[0].shape) && meta.outputs[0].shape.length === 2;
+  return Boolean(scores) && meta.inputs.some((t) => Array.isArray(t.shape) && t.shape.length === 4);
 }
 
-function softmax(xs) {
-  const m = Math.max(...xs);
-  const e = xs.map((x) => Math.exp(x - m));
-  const z = e.reduce((a, b) => a + b, 0);
-  return e.map((x) => x / z);
-}
-
-function taskOf(manifest, meta) {
-  const kind = get(manifest, "task.kind");
-  if (kind) return kind;
-  const inShape = get(meta, "inputs.0.shape") || [];
-  const outShape = get(meta, "outputs.0.shape") || [];
-  if (inShape.length === 4 && outShape.length === 4) return "image_to_image";
-  if (inShape.length === 4) return "classification";
-  return "regression";
-}
-
-// seeded Gaussian noise so the same seed shows the same noisy digit
-function gaussian(seed) {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
-}
-
-function sampleButtons(onPick) {
-  return h("div", { class: "controls", role: "group", "aria-label": "sample digits" }, "Samples:",
-    DIGITS.map((d, i) => {
-      const b = h("button", { type: "button", "aria-label": `sample digit ${i}` }, String(i));
-      b.addEventListener("click", () => onPick(d));
-      return b;
-    }));
-}
-
-async function classifier(view, { model, version, meta, manifest }) {
-  const spec = meta.inputs[0];
-  const outName = get(meta, "outputs.0.name");
-  const labels = get(manifest, "task.labels") || null;
-  const result = h("section", { class: "panel", id: "result", "aria-live": "polite" }, h("p", { class: "muted" }, "Draw a digit."));
-  let seq = 0;
-  const predict = async (pixels) => {
-    const mine = ++seq;
-    if (!pixels.some((v) => v > 0)) {
-      clear(result).append(h("p", { class: "muted" }, "Draw a digit."));
-      return;
-    }
-    const body = { inputs: [tensorInput(spec, 1, pixels)] };
-    try {
-      const [inferred, explained] = await Promise.all([
-        postJSON(`${modelPath(model, version)}/infer`, body),
-        postJSON(`${modelPath(model, version)}/explain`, { ...body, parameters: { method: "cam" } })
-          .catch((err) => ({ error: err })),
-      ]);
-      if (mine !== seq) return;
-      const logits = outputData(inferred, outName);
-      const probs = softmax(logits);
-      const best = logits.indexOf(Math.max(...logits));
-      const label = (i) => (labels && labels[i] !== undefined ? String(labels[i]) : String(i));
-      const heat = explained.error ? null : (get(explained, "heatmaps.0") || []).flat();
-      clear(result).append(
-        h("div", { class: "row" },
-          h("div", { class: "figure" }, h("span", { class: "caption" }, "Prediction"),
-            h("output", { class: "prediction", id: "prediction", dataset: { index: best } }, label(best)),
-            h("span", { class: "caption" }, `p = ${num(probs[best], 4)}`)),
-          h("figure", { class: "figure" },
-            heat && heat.length === pixels.length
-              ? imageCanvas(pixels, `CAM heat map for class ${label(best)}`, { heat, size: 176, heatAlpha: 0.8 })
-              : h("p", { class: "muted" }, explained.error ? explained.error.message : "no heat map"),
-            h("figcaption", {}, `CAM heat map for class ${label(best)} (viridis: yellow = most evidence)`)),
-          h("div", { class: "figure", id: "scores", dataset: { logits: JSON.stringify(logits), pixels: JSON.stringify(pixels) } },
-            h("span", { class: "caption" }, "Class probabilities (softmax of the logits)"),
-            hbars(probs.map((p, i) => ({ label: label(i), value: p })), { label: "class probabilities", width: 360,
-              labelWidth: 40, highlight: best, valueFormat: (v) => num(v, 3) }))));
-    } catch (err) {
-      if (mine === seq) clear(result).append(errorBox(err));
-    }
-  };
-  const pad = new DrawingPad({ onChange: predict });
-  const clearButton = h("button", { type: "button", id: "clear" }, "Clear");
-  clearButton.addEventListener("click", () => pad.clear());
-  view.append(
-    h("p", {}, "Draw a digit with the mouse (or focus the pad: arrow keys move, Space paints, Shift+arrow draws, Delete erases). ",
-      "Pixel values are 0–16 like scikit-learn's digits; the prediction updates after each stroke."),
-    h("div", { class: "row" },
-      h("div", { class: "figure" }, pad.canvas, h("div", { class: "controls" }, clearButton)),
-      result),
-    sampleButtons((d) => pad.set(d)));
-}
-
-async function denoiser(view, { model, version, meta, manifest }) {
-  const spec = meta.inputs[0];
-  const outName = get(meta, "outputs.0.name");
-  const range = get(manifest, "task.data_range");
-  const max = isNum(range) ? range : 16;
-  const std = get(manifest, "dataset.noise.std");
-  const noiseStd = isNum(std) ? std : 4;
-  let clean = DIGITS[3];
-  let seed = 1;
-  const result = h("section", { class: "panel", id: "result", "aria-live": "polite" });
-  const run = async () => {
-    const rnd = gaussian(seed);
-    const noisy = clean.map((v) => Math.min(Math.max(v + rnd() * noiseStd, 0), max));
-    try {
-      const [inferred, evaluated] = await Promise.all([
-        postJSON(`${modelPath(model, version)}/infer`, { inputs: [tensorInput(spec, 1, noisy)] }),
-        postJSON(`${modelPath(model, version)}/evaluate`, { inputs: [tensorInput(spec, 1, noisy),
-          { name: "targets", datatype: "FP32", shape: [1, 1, 8, 8], data: clean }] }).catch((err) => ({ error: err })),
-      ]);
-      const recon = outputData(inferred, outName);
-      clear(result).append(
-        h("div", { class: "row" },
-          h("figure", { class: "figure" }, imageCanvas(clean, "clean digit", { max }), h("figcaption", {}, "clean")),
-          h("figure", { class: "figure" }, imageCanvas(noisy, "noisy digit", { max }), h("figcaption", {}, `noisy (σ = ${num(noiseStd, 3)}, seed ${seed})`)),
-          h("figure", { class: "figure" }, imageCanvas(recon, "reconstruction", { max }), h("figcaption", {}, "reconstruction"))),
-        evaluated.error ? errorBox(evaluated.error) : h("div", { id: "image-metrics" }, kv([
-          ["PSNR (reconstruction vs clean)", isNum(evaluated.psnr) ? `${num(evaluated.psnr, 4)} dB` : DASH],
-          ["SSIM", num(evaluated.ssim, 4)], ["MAE", num(evaluated.mae, 4)],
-          ["SSIM window", text(evaluated.ssim_window)]])));
-      result.dataset.psnr = String(evaluated.psnr);
-      result.dataset.ssim = String(evaluated.ssim);
-      result.dataset.noisy = JSON.stringify(noisy);
-      result.dataset.clean = JSON.stringify(clean);
-    } catch (err) {
-      clear(result).append(errorBox(err));
-    }
-  };
-  const again = h("button", { type: "button", id: "new-noise" }, "New noise");
-  again.addEventListener("click", () => { seed += 1; run(); });
-  view.append(h("p", {}, "A digit with Gaussian noise added, beside the model's reconstruction; the metrics come from the evaluate endpoint."),
-    h("div", { class: "controls" }, again), sampleButtons((d) => { clean = d; run(); }), result);
-  await run();
-}
-
-async function regressor(view, { model, version, meta, manifest }) {
-  const spec = meta.inputs[0];
-  const outName = get(meta, "outputs.0.name");
-  const width = Math.max(1, Number((spec.shape || []).at(-1)) || 1);
-  const names = get(manifest, "dataset.features");
-  const featureNames = Array.isArray(names) && names.length === width ? names.map(String) : Array.from({ length: width }, (_, i) => `feature ${i}`);
-  const target = get(manifest, "task.targets.0") || outName || "prediction";
-  const inputs = featureNames.map((n, i) => {
-    const known = DIABETES[n];
-    return h("label", {}, n + (known ? ` (${known.min}–${known.max})` : ""),
-      h("input", { type: "number", step: "any", name: `f${i}`, id: `feature-${i}`, value: known ? known.mean : 0, required: true }));
-  });
-  const result = h("section", { class: "panel", id: "result", "aria-live": "polite" });
-  const form = h("form", { id: "feature-form" }, h("div", { class: "form-grid" }, inputs),
-    h("div", { class: "controls" }, h("button", { type: "submit", class: "primary" }, "Predict")));
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const values = inputs.map((l) => Number(l.querySelector("input").value));
-    if (values.some((v) => !Number.isFinite(v))) {
-      clear(result).append(errorBox("Every feature needs a number."));
-      return;
-    }
-    try {
-      const response = await postJSON(`${modelPath(model, version)}/infer`, { inputs: [tensorInput(spec, 1, values)] });
-      const out = outputData(response, outName);
-      clear(result).append(h("div", { class: "figure" }, h("span", { class: "caption" }, text(target)),
-        h("output", { class: "prediction", id: "prediction", dataset: { value: out[0] } }, num(out[0], 5))));
-    } catch (err) {
-      clear(result).append(errorBox(err));
-    }
-  });
-  view.append(h("p", {}, "Raw features, as the data set records them; the model does its own scaling."), form, result);
-  form.requestSubmit();
+/** For an image-to-image model scored against image targets: the first sample's input, target and output. */
+function sampleFigures(images, targets, inferred, task) {
+  const out = inferred && Array.isArray(inferred.outputs) ? inferred.outputs[0] : null;
+  if (!images || !targets || !out || JSON.stringify(out.shape) !== JSON.stringify(targets.shape)) return [];
+  const layout = imageLayout([-1], targets.shape);
+  if (!layout || layout.height !== images.height || layout.width !== images.width) return [];
+  const plane = layout.channels * layout.height * layout.width;
+  const [min, max] = task.dataRange ? [0, task.dataRange] : images.range;
+  return [["input", images.data], ["target", targets.data], ["output", out.data.flat(Infinity)]].map(([label, values]) =>
+    h("figure", { class: "figure" },
+      imageCanvas(values.slice(0, plane).map(Number), `${label} image, sample 0`,
+        { height: layout.height, width: layout.width, channels: layout.channels, min, max }),
+      h("figcaption", {}, `${label} (sample 0)`)));
 }
 
 export async function renderTry(view, ctx, { model }, query) {
   const version = query.get("version") || null;
+  const path = modelPath(model, version);
   ctx.crumbs([["Models", "#/"], [`${model}: try it`, `#/models/${enc(model)}/try`]]);
-  const [meta, manifest, index] = await Promise.all([
-    getJSON(modelPath(model, version)),
+  const [meta, manifest, index, listing] = await Promise.all([
+    getJSON(path),
     getJSON(`/ui/manifest/${enc(model)}/${enc(version || "default")}`).catch(() => ({})),
     postJSON("/v2/repository/index", { ready: true }).catch(() => []),
+    getJSON(`/v2/models/${enc(model)}/examples`).catch((err) => ({ examples: [], error: err })),
   ]);
   const models = [...new Set((Array.isArray(index) ? index : []).map((e) => e.name))];
   const picker = h("select", { id: "try-model", "aria-label": "model to try" },
     models.map((m) => h("option", { value: m, selected: m === model }, m)));
   picker.addEventListener("change", () => { location.hash = `#/models/${enc(picker.value)}/try`; });
-  const kind = taskOf(manifest, meta);
+  const task = taskInfo(manifest);
   view.append(h("h1", {}, `Try ${model}`, version ? ` · version ${version}` : ""),
     h("div", { class: "controls" }, h("label", { for: "try-model" }, "Model"), picker,
-      h("span", { class: "muted" }, `task: ${kind}; input ${text(get(meta, "inputs.0.name"))} ${JSON.stringify(get(meta, "inputs.0.shape") || [])}`)));
+      task.kind ? h("span", { class: "muted", id: "task" }, `task: ${task.kind} (from the manifest)`) : null),
+    signatureTable(meta));
   if (!Array.isArray(meta.inputs) || !meta.inputs.length) {
     view.append(errorBox("The model's metadata lists no inputs."));
     return;
   }
-  const args = { model, version, meta, manifest };
-  if (kind === "classification") await classifier(view, args);
-  else if (kind === "image_to_image") await denoiser(view, args);
-  else await regressor(view, args);
+
+  const specs = meta.inputs;
+  const result = h("section", { class: "result", id: "result", "aria-live": "polite" },
+    h("p", { class: "muted" }, "Pick an example, fill in the inputs or upload a file, then Run."));
+  let targets = null;
+  let seq = 0;
+  const features = Array.isArray(manifest.dataset && manifest.dataset.features) && specs.length === 1
+    ? manifest.dataset.features.map(String) : null;
+  const editors = specs.map((spec, i) => new InputEditor(spec, i, { manifest, features, onLive: () => run() }));
+  const heatBox = explainable(meta) ? h("input", { type: "checkbox", id: "want-heatmap", checked: true }) : null;
+  const runButton = h("button", { type: "submit", class: "primary", id: "run" }, "Run");
+  const targetsNote = h("div", { class: "controls", id: "targets", hidden: true });
+  const uploadStatus = h("p", { id: "upload-status", class: "muted", role: "status" });
+
+  function setTargets(tensor, source) {
+    targets = tensor;
+    clear(targetsNote);
+    targetsNote.hidden = !tensor;
+    runButton.textContent = tensor ? "Run and evaluate" : "Run";
+    if (!tensor) return;
+    const drop = h("button", { type: "button", id: "drop-targets" }, "Drop targets");
+    drop.addEventListener("click", () => setTargets(null));
+    targetsNote.append(h("span", {}, `targets ${tensor.datatype} ${shapeText(tensor.shape)} from ${source}: `,
+      "Run also scores the outputs against them (/evaluate)."), drop);
+  }
+
+  function apply(read, sourceOf) {
+    for (const tensor of read.inputs) editors.find((e) => e.spec.name === tensor.name).set(tensor, sourceOf(tensor.name));
+    setTargets(read.targets, sourceOf("targets"));
+  }
+
+  async function run() {
+    const mine = ++seq;
+    result.dataset.state = "running";
+    result.setAttribute("aria-busy", "true");
+    const done = (state, ...parts) => {
+      if (mine !== seq) return;
+      clear(result).append(...parts);
+      const json = body ? JSON.stringify(body) : "";
+      if (json && json.length <= REQUEST_DATASET_MAX) result.dataset.request = json;
+      else delete result.dataset.request;
+      result.dataset.state = state;
+      result.dataset.run = String(mine);
+      result.setAttribute("aria-busy", "false");
+    };
+    let inputs;
+    let body = null;
+    try {
+      inputs = editors.map((e) => e.tensor());
+    } catch (err) {
+      done("invalid", errorBox(`Not sent: ${err.message}`));
+      return;
+    }
+    body = { inputs };
+    const images = editors.map((e) => e.images()).find((im) => im && im.count >= 1) || null;
+    const wantHeat = heatBox && heatBox.checked && images && images.count === 1;
+    const scored = targets;
+    try {
+      const [inferred, explained, evaluated] = await Promise.all([
+        postJSON(`${path}/infer`, body),
+        wantHeat ? postJSON(`${path}/explain`, body).catch((err) => ({ error: err })) : null,
+        scored ? postJSON(`${path}/evaluate`, { inputs: [...inputs, scored] }).catch((err) => ({ error: err })) : null,
+      ]);
+      const parts = [];
+      if (evaluated) {
+        parts.push(evaluated.error
+          ? h("section", { class: "panel", id: "metrics" }, h("h3", {}, "Evaluation (/evaluate)"), errorBox(evaluated.error))
+          : metricsPanel(evaluated, sampleFigures(images, scored, inferred, task)));
+      }
+      parts.push(h("div", { class: "outputs", id: "outputs" }, outputPanels(inferred, task)));
+      if (explained) {
+        parts.push(explained.error
+          ? h("section", { class: "panel", id: "heatmap" }, h("h3", {}, "Heat map (/explain)"), errorBox(explained.error))
+          : heatmapPanel(explained, images, task.labels));
+      }
+      done("done", ...parts);
+    } catch (err) {
+      done("error", errorBox(err));
+    }
+  }
+
+  async function loadExample(name, button) {
+    try {
+      const body = await getJSON(`/v2/models/${enc(model)}/examples/${enc(name)}`);
+      apply(readExample(body, name, specs), () => `example ${name}`);
+    } catch (err) {
+      clear(result).append(errorBox(err));
+      result.dataset.state = "error";
+      return;
+    }
+    for (const b of exampleBox.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b === button));
+    exampleText.textContent = text(button.title);
+    await run();
+  }
+
+  const examples = Array.isArray(listing.examples) ? listing.examples : [];
+  const exampleText = h("p", { class: "muted", id: "example-description" });
+  const exampleBox = h("div", { class: "controls", id: "examples", role: "group", "aria-label": "example requests" },
+    h("span", {}, "Examples:"),
+    examples.map((e) => {
+      const b = h("button", { type: "button", dataset: { example: e.name, kind: text(e.kind) }, "aria-pressed": "false",
+        title: e.error ? `not a usable request: ${e.error}` : e.description || e.name, disabled: Boolean(e.error) },
+      e.name, e.kind === "evaluate" ? " (evaluate)" : "");
+      b.addEventListener("click", () => loadExample(e.name, b));
+      return b;
+    }),
+    examples.length ? null : h("span", { class: "muted" }, listing.error
+      ? `none available (${listing.error.message || listing.error})`
+      : "this model ships no example requests (models/<name>/examples/*.json); fill in the form or upload a file"));
+
+  const upload = h("input", { type: "file", id: "upload", multiple: true, accept: ".json,.npy,application/json" });
+  upload.addEventListener("change", async () => {
+    const files = [...upload.files];
+    upload.value = ""; // the same file may be chosen again after a fix
+    if (!files.length) return;
+    try {
+      const read = await readFiles(files, specs);
+      apply(read, (name) => read.sources.get(name) || files.map((f) => f.name).join(", "));
+      uploadStatus.className = "muted";
+      uploadStatus.setAttribute("role", "status");
+      uploadStatus.textContent = `Loaded ${read.inputs.map((t) => `'${t.name}' ${t.datatype} ${shapeText(t.shape)} from ${read.sources.get(t.name)}`).join("; ")}`
+        + `${read.targets ? "; targets for /evaluate" : ""}. Press Run.`;
+    } catch (err) {
+      uploadStatus.className = "error";
+      uploadStatus.setAttribute("role", "alert");
+      uploadStatus.textContent = `Not loaded: ${err.message}`;
+    }
+  });
+
+  const form = h("form", { id: "try-form", novalidate: true },
+    editors.map((e) => e.element),
+    targetsNote,
+    h("div", { class: "controls upload" },
+      h("label", { for: "upload" }, "Upload a request: a V2 body (.json; a last \"targets\" entry adds /evaluate), ",
+        "a nested array (.json, one-input models) or a .npy per input, named after it"),
+      upload),
+    uploadStatus,
+    h("div", { class: "controls" }, runButton,
+      heatBox ? h("label", { for: "want-heatmap" }, heatBox, " heat map (/explain; the server picks the method)") : null));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+  // each input's own file field: its values from a .npy, a nested array or a request body
+  form.addEventListener("change", async (ev) => {
+    const field = ev.target;
+    if (!(field instanceof HTMLInputElement) || field.type !== "file" || !field.dataset.input) return;
+    const editor = editors.find((e) => e.spec.name === field.dataset.input);
+    const file = field.files[0];
+    if (!editor || !file) return;
+    try {
+      const read = await readFiles([file], specs, editor.spec);
+      editor.set(read.inputs[0], file.name);
+    } catch (err) {
+      editor.showProblem(`Not loaded: ${err.message}`);
+    }
+  });
+  view.append(exampleBox, exampleText, h("div", { class: "try-layout" }, form, result));
+
+  const first = examples.find((e) => e.kind === "infer") || examples.find((e) => e.kind === "evaluate");
+  if (first) {
+    await loadExample(first.name, exampleBox.querySelector(`button[data-example="${CSS.escape(first.name)}"]`));
+  }
 }
