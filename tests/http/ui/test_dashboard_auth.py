@@ -171,12 +171,13 @@ def test_it_asks_once_then_draws_every_chart(
 
     # try it: a sample digit's prediction with its CAM heat map (explain), a denoised digit (evaluate)
     open_view(tab, server, "#/models/digits_cnn/try")
-    tab.click("button[aria-label='sample digit 3']")
-    tab.wait_for_selector("#result canvas[aria-label^='CAM heat map']", timeout=60_000)
-    assert tab.locator("#prediction").inner_text() != ""
+    tab.click("#examples button[data-example='digit-7']")
+    tab.wait_for_selector("#result[data-state='done'] canvas[aria-label='CAM heat map for class 7']", timeout=60_000)
+    assert tab.locator("#prediction").inner_text() == "7"
     open_view(tab, server, "#/models/digits_autoencoder/try")
-    tab.wait_for_selector("#result[data-psnr]", timeout=60_000)
-    assert tab.locator("#result canvas").count() == 3
+    tab.click("#examples button[data-example='labelled-20']")
+    tab.wait_for_selector("#result[data-state='done'] #metrics[data-psnr]", timeout=60_000)
+    assert tab.locator("#metrics canvas").count() == 3
     screenshot(tab, "try-denoiser")
 
     # the tab keeps the token across a reload, and nothing asked again
