@@ -43,11 +43,12 @@ def _serve(argv: list[str]) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from service.settings import Settings, configured_tokens
 
     try:
         settings = Settings()
-    except ValidationError as exc:
+        configured_tokens(settings)  # a bad tokens file stops here, not inside every worker
+    except (ValidationError, ValueError) as exc:
         print(f"weightserve serve: invalid settings: {exc}", file=sys.stderr)
         return 2
     if settings.intra_op_threads == 0:

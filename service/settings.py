@@ -5,13 +5,26 @@ environment names: ``WEIGHTSERVE_WEIGHTS_SPECTRAL_BUDGET`` sets ``settings.weigh
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 
@@ -182,6 +195,13 @@ class TokenSpec(BaseModel):
             raise ValueError(f"token {self.name!r}: give exactly one of 'token' and 'sha256'")
         return self
 
+    def digest(self) -> bytes:
+        """The SHA-256 of the token's bytes, the only form in which it is kept."""
+        if self.token is not None:
+            return hashlib.sha256(self.token.get_secret_value().encode("ascii")).digest()
+        assert self.sha256 is not None  # one of the two, checked by _one_secret
+        return bytes.fromhex(self.sha256)
+
 
 class AuthSettings(BaseModel):
     """Access tokens and which scopes need one (environment prefix ``WEIGHTSERVE_AUTH_``)."""
@@ -309,3 +329,36 @@ class Settings(BaseSettings):
 
     auth: AuthSettings = AuthSettings()
     """Access tokens and open scopes."""
+
+
+_TOKEN_LIST: TypeAdapter[tuple[TokenSpec, ...]] = TypeAdapter(tuple[TokenSpec, ...])
+_SHORT_TOKEN = 16
+
+
+def configured_tokens(settings: Settings) -> list[TokenSpec]:
+    """Every token: ``auth.tokens``, then the tokens file, then the admin shorthand; names and secrets unique."""
+    tokens = list(settings.auth.tokens)
+    path = settings.auth.tokens_file
+    if path is not None:
+        if path.exists():
+            try:
+                tokens += _TOKEN_LIST.validate_json(path.read_bytes())
+            except OSError as exc:
+                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {exc.strerror}") from None
+            except ValidationError as exc:  # names where and what, never the values (they are secrets)
+                problems = [f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()]
+                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {'; '.join(problems)}") from None
+        else:
+            log.warning("tokens file %s does not exist: no tokens from it", path)
+    admin = settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
+    if admin:
+        tokens.append(TokenSpec(name="admin", token=settings.admin_token, scopes=frozenset({"admin"})))
+    names = [token.name for token in tokens]
+    if len(set(names)) != len(names):
+        raise ValueError(f"token names must be unique: {sorted(names)}")
+    if len({token.digest() for token in tokens}) != len(tokens):
+        raise ValueError("two configured tokens have the same secret; each name needs its own")
+    for token in tokens:
+        if token.token is not None and len(token.token.get_secret_value()) < _SHORT_TOKEN:
+            log.warning("token '%s' is shorter than %d characters: easy to guess", token.name, _SHORT_TOKEN)
+    return tokens

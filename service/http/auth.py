@@ -29,12 +29,11 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import SecurityRequirement
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from pydantic import TypeAdapter, ValidationError
 
 from service.errors import Forbidden, ServiceError, Unauthorized
 from service.ops.logs import AUDIT_LOGGER
 from service.ops.prometheus import ServiceMetrics
-from service.settings import SCOPES, Settings, TokenSpec
+from service.settings import SCOPES, Settings, TokenSpec, configured_tokens
 from service.settings import Scope as AccessScope
 
 log = logging.getLogger("service.http")
@@ -53,7 +52,6 @@ _WHAT: dict[AccessScope, str] = {
     "export": "raw weight values",
     "admin": "the repository API",
 }
-_SHORT_TOKEN = 16
 _AUDIT_HEADERS = (b"authorization", b"x-forwarded-for")
 
 
@@ -88,52 +86,13 @@ class Caller:
 NO_TOKEN = Caller(None, False, frozenset())
 UNKNOWN_TOKEN = Caller(None, True, frozenset())
 
-_TOKEN_LIST = TypeAdapter(tuple[TokenSpec, ...])
-
-
-def configured_tokens(settings: Settings) -> list[TokenSpec]:
-    """Every token: ``auth.tokens``, then the tokens file, then the admin shorthand; names and secrets unique."""
-    tokens = list(settings.auth.tokens)
-    path = settings.auth.tokens_file
-    if path is not None:
-        if path.exists():
-            try:
-                tokens += _TOKEN_LIST.validate_json(path.read_bytes())
-            except OSError as exc:
-                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {exc.strerror}") from None
-            except ValidationError as exc:  # names where and what, never the values (they are secrets)
-                problems = [f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()]
-                raise ValueError(f"WEIGHTSERVE_AUTH_TOKENS_FILE {path}: {'; '.join(problems)}") from None
-        else:
-            log.warning("tokens file %s does not exist: no tokens from it", path)
-    admin = settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
-    if admin:
-        tokens.append(TokenSpec(name="admin", token=settings.admin_token, scopes=frozenset({"admin"})))
-    names = [token.name for token in tokens]
-    if len(set(names)) != len(names):
-        raise ValueError(f"token names must be unique: {sorted(names)}")
-    if len({_digest(token) for token in tokens}) != len(tokens):
-        raise ValueError("two configured tokens have the same secret; each name needs its own")
-    for token in tokens:
-        if token.token is not None and len(token.token.get_secret_value()) < _SHORT_TOKEN:
-            log.warning("token '%s' is shorter than %d characters: easy to guess", token.name, _SHORT_TOKEN)
-    return tokens
-
-
-def _digest(token: TokenSpec) -> bytes:
-    if token.token is not None:
-        return hashlib.sha256(token.token.get_secret_value().encode("ascii")).digest()
-    assert token.sha256 is not None  # one of the two, checked by TokenSpec
-    return bytes.fromhex(token.sha256)
-
-
 class AccessPolicy:
     """Which scopes are open, which tokens grant what; decides every request and counts the decisions."""
 
     def __init__(
         self, tokens: Sequence[TokenSpec], open_scopes: Iterable[AccessScope], metrics: ServiceMetrics
     ) -> None:
-        self._tokens = [(_digest(token), Caller(token.name, True, token.scopes)) for token in tokens]
+        self._tokens = [(token.digest(), Caller(token.name, True, token.scopes)) for token in tokens]
         self._open = frozenset(open_scopes)
         self._grantable = frozenset(scope for token in tokens for scope in token.scopes)
         outcomes = ("granted", "unauthorized", "forbidden")

@@ -178,3 +178,17 @@ def test_the_deployments_token_files_are_valid_and_grant_nothing_known(repositor
         refused = client.post("/v2/repository/models/m/load")
         assert refused.status_code == (403 if name == "none.json" else 401)
     assert "token" not in {key for entry in json.loads(path.read_text()) for key in entry}
+
+
+def test_serve_refuses_a_bad_tokens_file_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    bad = tmp_path / "tokens.json"
+    bad.write_text('[{"name": "ci", "token": "a-secret-value-of-some-length", "scopes": ["nothing"]}]')
+    monkeypatch.setenv("WEIGHTSERVE_AUTH_TOKENS_FILE", str(bad))
+    assert main(["serve", "--repository", str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "WEIGHTSERVE_AUTH_TOKENS_FILE" in err
+    assert "a-secret-value" not in err
