@@ -18,8 +18,8 @@ from tests.weights.conftest import init
 from tests.weights.reference import assert_stats_match
 
 RNG = np.random.default_rng(11)
-SHARED_W = RNG.normal(size=(4, 3)).astype(np.float32)
-OUTER_B = RNG.normal(size=3).astype(np.float32)
+SHARED_W = RNG.normal(size=(16, 12)).astype(np.float32)
+OUTER_B = RNG.normal(size=12).astype(np.float32)
 LOOP_W = RNG.normal(size=(3, 3)).astype(np.float32)
 NESTED_W = RNG.normal(size=(3, 3)).astype(np.float32)
 SCAN_W = RNG.normal(size=(3, 3)).astype(np.float32)
@@ -36,19 +36,19 @@ def _if_model() -> onnx.ModelProto:
     then_branch = helper.make_graph(
         [_const("then_w", SHARED_W), helper.make_node("MatMul", ["x", "then_w"], ["t0"]),
          helper.make_node("Add", ["t0", "outer_b"], ["then_y"])],
-        "then", [], [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, ["N", 3])],
+        "then", [], [helper.make_tensor_value_info("then_y", TensorProto.FLOAT, ["N", 12])],
     )
     else_branch = helper.make_graph(
         [_const("else_w", SHARED_W.copy()), helper.make_node("MatMul", ["x", "else_w"], ["e0"]),
          helper.make_node("Relu", ["e0"], ["else_y"])],
-        "else", [], [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, ["N", 3])],
+        "else", [], [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, ["N", 12])],
     )
     graph = helper.make_graph(
         [helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)],
         "if_model",
         [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 12])],
         [init("outer_b", OUTER_B)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -154,7 +154,7 @@ def _consumer_ops(graph: WeightGraph, tensor: ParamTensor) -> list[str]:
 def test_if_branches_hold_their_weights_with_their_place(tmp_path: Path) -> None:
     path = _save(_if_model(), tmp_path / "if" / "model.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    x = RNG.normal(size=(2, 16)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {"cond": np.array(True), "x": x})[0], x @ SHARED_W + OUTER_B,
                                rtol=1e-5)
     graph = load_graph(path)
