@@ -237,6 +237,7 @@ class WeightStore:
         tasks: dict[str, AnalysisTask] = {}
         done: set[str] = set()
         members: dict[str, list[Tensor]] = {}
+        skipped: dict[str, dict[str, Any]] = {}
         for tensor in tensors:
             plan = self.spectral_task(version, tensor)
             if plan is None:
@@ -245,6 +246,7 @@ class WeightStore:
             members.setdefault(key, []).append(tensor)
             if isinstance(plan, dict):
                 done.add(key)
+                skipped[key] = plan
             elif plan.work <= self.options.analysis_inline_work:
                 if self.analyzer.entry(plan.key) is None:
                     self.analyzer.compute_now(plan)
@@ -261,13 +263,17 @@ class WeightStore:
         for key, group in members.items():
             task = tasks.get(key)
             timing = self.analyzer.timing(key) if task is not None else None
+            state = states.get(key, "done")
+            entry = self.analyzer.entry(key) if state == "done" and key not in skipped else None
             layers.append({
                 "tensors": [{"id": t.id, "name": _name(t)} for t in group],
                 "layers": sorted({c for t in group if isinstance(t, ParamTensor) for c in t.consumers}),
-                "state": states.get(key, "done"),
+                "state": state,
                 "work": task.work if task is not None else 0.0,
                 "seconds": timing["seconds"] if timing else None,
                 "computed_here": timing is not None,
+                # the metrics of a finished matrix, so a watcher can fill it in without another call
+                "spectral": skipped.get(key) or (dict(entry.doc) if entry is not None else None),
             })
         return status | {"matrices": layers}
 
