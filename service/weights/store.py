@@ -17,6 +17,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -83,6 +84,21 @@ def _file_identity(path: Path) -> list[Any]:
     return [str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
 
+Plan = AnalysisTask | dict[str, Any] | None
+"""What a tensor's spectrum needs: an analysis, a finished document (skipped), or nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class _VersionPlan:
+    """A version's matrices by cache key: the job's id, what the background does, what is skipped."""
+
+    job_id: str
+    by_tensor: dict[str, Plan]
+    members: dict[str, list[Tensor]]
+    tasks: dict[str, AnalysisTask]
+    skipped: dict[str, dict[str, Any]]
+
+
 class WeightStore:
     """Caches keyed by content hash; blocking methods here, ``call`` runs them off the event loop."""
 
@@ -98,6 +114,7 @@ class WeightStore:
         self._hashes: LruCache[Hashable, str] = LruCache(size)
         self._stats: LruCache[Hashable, dict[str, Any]] = LruCache(size)
         self._histograms: LruCache[Hashable, dict[str, Any]] = LruCache(size)
+        self._plans: LruCache[Hashable, _VersionPlan] = LruCache(self.options.cached_versions)
         self._limiter: anyio.CapacityLimiter | None = None
 
     def close(self) -> None:
@@ -188,9 +205,35 @@ class WeightStore:
 
     # ------------------------------------------------------------------ spectra
 
-    def spectral_task(self, version: VersionWeights, tensor: Tensor) -> AnalysisTask | dict[str, Any] | None:
+    def _plan(self, version: VersionWeights) -> _VersionPlan:
+        key = (_file_key(version.model_path), _file_key(version.weights_path), version.label)
+        return self._plans.get_or_compute(key, lambda: self._make_plan(version))
+
+    def _make_plan(self, version: VersionWeights) -> _VersionPlan:
+        by_tensor: dict[str, Plan] = {}
+        members: dict[str, list[Tensor]] = {}
+        tasks: dict[str, AnalysisTask] = {}
+        skipped: dict[str, dict[str, Any]] = {}
+        tensors: list[Tensor] = [*version.graph.tensors.values(), *version.trained.values()]
+        for tensor in tensors:
+            plan = by_tensor[tensor.id] = self._spectral_task(version, tensor)
+            if plan is None:
+                continue
+            key = plan.key if isinstance(plan, AnalysisTask) else f"skipped:{tensor.id}"
+            members.setdefault(key, []).append(tensor)
+            if isinstance(plan, dict):
+                skipped[key] = plan
+            else:
+                tasks.setdefault(key, plan)
+        job_id = cache_key("job", sorted(members))[:16]
+        return _VersionPlan(job_id, by_tensor, members, tasks, skipped)
+
+    def spectral_task(self, version: VersionWeights, tensor: Tensor) -> Plan:
         """The analysis a tensor needs; a finished document when it is skipped without any (too
         small, too large); None when it has no spectrum at all."""
+        return self._plan(version).by_tensor.get(tensor.id)
+
+    def _spectral_task(self, version: VersionWeights, tensor: Tensor) -> Plan:
         if not _has_spectrum(tensor):
             return None
         conv = _is_conv(tensor)
@@ -233,47 +276,35 @@ class WeightStore:
 
     def analysis(self, version: VersionWeights, start: bool = True) -> dict[str, Any]:
         """Start (or join) the background analysis of a version's matrices; where it stands."""
-        tensors: list[Tensor] = [*version.graph.tensors.values(), *version.trained.values()]
-        tasks: dict[str, AnalysisTask] = {}
-        done: set[str] = set()
-        members: dict[str, list[Tensor]] = {}
-        skipped: dict[str, dict[str, Any]] = {}
-        for tensor in tensors:
-            plan = self.spectral_task(version, tensor)
-            if plan is None:
+        plan = self._plan(version)
+        done: set[str] = set(plan.skipped)
+        background: list[AnalysisTask] = []
+        for key, task in plan.tasks.items():
+            if task.work > self.options.analysis_inline_work:
+                background.append(task)
                 continue
-            key = plan.key if isinstance(plan, AnalysisTask) else f"skipped:{tensor.id}"
-            members.setdefault(key, []).append(tensor)
-            if isinstance(plan, dict):
-                done.add(key)
-                skipped[key] = plan
-            elif plan.work <= self.options.analysis_inline_work:
-                if self.analyzer.entry(plan.key) is None:
-                    self.analyzer.compute_now(plan)
-                done.add(key)
-            else:
-                tasks.setdefault(key, plan)
-        job_id = cache_key("job", sorted(members))[:16]
-        pending = [task for task in tasks.values() if self.analyzer.entry(task.key) is None]
-        if start and pending:
-            self.analyzer.submit(job_id, version.label, list(tasks.values()))
-        status = self.analyzer.job_status(job_id, list(tasks.values()), done)
+            if self.analyzer.entry(key) is None:
+                self.analyzer.compute_now(task)
+            done.add(key)
+        if start and any(self.analyzer.entry(task.key) is None for task in background):
+            self.analyzer.submit(plan.job_id, version.label, background)
+        status = self.analyzer.job_status(plan.job_id, background, done)
         states: dict[str, str] = status.pop("states")
         layers = []
-        for key, group in members.items():
-            task = tasks.get(key)
-            timing = self.analyzer.timing(key) if task is not None else None
+        for key, group in plan.members.items():
+            matrix = plan.tasks.get(key)
+            timing = self.analyzer.timing(key) if matrix is not None else None
             state = states.get(key, "done")
-            entry = self.analyzer.entry(key) if state == "done" and key not in skipped else None
+            entry = self.analyzer.entry(key) if state == "done" and key not in plan.skipped else None
             layers.append({
                 "tensors": [{"id": t.id, "name": _name(t)} for t in group],
                 "layers": sorted({c for t in group if isinstance(t, ParamTensor) for c in t.consumers}),
                 "state": state,
-                "work": task.work if task is not None else 0.0,
+                "work": matrix.work if matrix is not None else 0.0,
                 "seconds": timing["seconds"] if timing else None,
                 "computed_here": timing is not None,
                 # the metrics of a finished matrix, so a watcher can fill it in without another call
-                "spectral": skipped.get(key) or (dict(entry.doc) if entry is not None else None),
+                "spectral": plan.skipped.get(key) or (dict(entry.doc) if entry is not None else None),
             })
         return status | {"matrices": layers}
 
