@@ -73,6 +73,8 @@ class Analyzer:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
+        self._rate: float | None = None
+        self._rate_written = 0.0
 
     # ------------------------------------------------------------------ results
 
@@ -153,6 +155,7 @@ class Analyzer:
                 self._jobs[job_id] = _Job(job_id, label, {t.key: t for t in tasks})
                 for task in tasks:
                     self._failed.pop(task.key, None)
+                self._restart_if_finished(job_id)
             else:  # an entry that went missing since (evicted, found corrupt) is done again
                 job.attempted = {k for k in job.attempted if k in self._memory or self.cache.contains(k)}
             self._ensure_threads()
@@ -267,7 +270,10 @@ class Analyzer:
             self._timings[task.key] = {"seconds": result.seconds, "peak_bytes": result.peak_bytes,
                                        "process": process.pid}
             _trim(self._timings)
+            complete = len(job.attempted) >= len(job.tasks)
         self._learn_rate(task.work, result.seconds)
+        if complete and all(self.entry(key) is not None or key in job.failed for key in job.tasks):
+            self._state_once(f"job-{job.id}-end", "finished_at", time.time())  # the moment, not a watcher's
 
     def _fail(self, job: _Job, key: str, reason: str) -> None:
         with self._lock:
@@ -278,12 +284,15 @@ class Analyzer:
     # ------------------------------------------------------------------ progress
 
     def _learn_rate(self, work: float, seconds: float) -> None:
+        """Smooth the machine's analysis rate with this measurement (shared, written once a second)."""
         if work < _MIN_RATED_WORK or seconds <= 0:
             return
         measured = work / seconds
-        known = (self.cache.read_state(_RATE_STATE) or {}).get("work_per_s")
-        rate = measured if not isinstance(known, int | float) or known <= 0 else 0.5 * known + 0.5 * measured
-        self.cache.write_state(_RATE_STATE, {"work_per_s": rate})
+        known = self._rate if self._rate is not None else self.rate()
+        self._rate = measured if known is None else 0.5 * known + 0.5 * measured
+        if time.monotonic() - self._rate_written >= 1.0:
+            self._rate_written = time.monotonic()
+            self.cache.write_state(_RATE_STATE, {"work_per_s": self._rate})
 
     def rate(self) -> float | None:
         """Multiply-adds per second an analysis runs at on this machine (measured, smoothed)."""
@@ -302,13 +311,18 @@ class Analyzer:
     def _job_times(self, job_id: str, finished: bool) -> tuple[float, float | None]:
         """When the job started and, once every matrix is done, when it finished. A job that had
         finished and now has matrices to do again (entries evicted or found corrupt) starts anew."""
-        end = f"job-{job_id}-end"
         if finished:
-            return self._job_started(job_id), self._state_once(end, "finished_at", time.time())
+            return self._job_started(job_id), self._state_once(f"job-{job_id}-end", "finished_at", time.time())
+        self._restart_if_finished(job_id)
+        return self._job_started(job_id), None
+
+    def _restart_if_finished(self, job_id: str) -> None:
+        """A job recorded as finished with matrices to do again (entries evicted or found corrupt)
+        starts a new run."""
+        end = f"job-{job_id}-end"
         if self.cache.read_state(end) is not None:
             self.cache.remove_state(end)
             self.cache.write_state(f"job-{job_id}", {"started_at": time.time()})
-        return self._job_started(job_id), None
 
     def job_status(self, job_id: str, tasks: list[AnalysisTask], done_keys: set[str]) -> dict[str, Any]:
         """Where a job stands, the same from every process: per matrix state, counts, work, time."""
