@@ -157,7 +157,9 @@ class Analyzer:
                     self._failed.pop(task.key, None)
                 self._restart_if_finished(job_id)
             else:  # an entry that went missing since (evicted, found corrupt) is done again
-                job.attempted = {k for k in job.attempted if k in self._memory or self.cache.contains(k)}
+                job.attempted = {
+                    k for k in job.attempted if k in job.failed or k in self._memory or self.cache.contains(k)
+                }
             self._ensure_threads()
             self._wake.notify_all()
 
@@ -278,8 +280,14 @@ class Analyzer:
     def _fail(self, job: _Job, key: str, reason: str) -> None:
         with self._lock:
             job.attempted.add(key)
+            job.failed[key] = reason
             self._failed[key] = reason
             _trim(self._failed)
+
+    def failed(self, key: str) -> bool:
+        """Whether this process's analysis of ``key`` failed (it is not retried until a new run)."""
+        with self._lock:
+            return key in self._failed
 
     # ------------------------------------------------------------------ progress
 

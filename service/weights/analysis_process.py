@@ -40,7 +40,7 @@ class AnalysisProcess:
         # the service may run from a checkout rather than an installed package
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         return subprocess.Popen(
-            [sys.executable, "-m", "service.weights.analysis_worker", str(self._nice)],
+            [sys.executable, "-m", "service.weights.analysis_worker", str(self._nice), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

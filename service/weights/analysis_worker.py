@@ -1,23 +1,36 @@
-"""The analysis process: ``python -m service.weights.analysis_worker NICE``.
+"""The analysis process: ``python -m service.weights.analysis_worker NICE PARENT_PID``.
 
 A long-lived child of a server worker (or of ``weightserve inspect``) that runs spectral analyses
 one at a time: it reads pickled ``(task, limits, measure)`` requests on stdin and answers each with a
 pickled ``("ok", AnalysisResult)`` or ``("error", message)`` on stdout. It lowers its own CPU priority
 before numpy starts its BLAS threads, so they inherit it; the parent sets their number through the
-environment. It exits when its stdin closes, which is also what happens when its parent dies.
-Only the parent writes to its stdin, so unpickling trusts nothing it did not send.
+environment. It exits when its stdin closes, and on Linux the kernel ends it when its parent dies
+mid-analysis (a killed server process leaves no analysis running). Only the parent writes to its
+stdin, so unpickling trusts nothing it did not send.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pickle
+import signal
 import sys
 import traceback
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        raise SystemExit(0)
+
 
 def main(argv: list[str]) -> int:
+    _die_with_parent(int(argv[2]) if len(argv) > 2 else os.getppid())
     nice = int(argv[1]) if len(argv) > 1 else 0
     with contextlib.suppress(OSError):  # only ever lower the priority
         current = os.getpriority(os.PRIO_PROCESS, 0)

@@ -286,7 +286,8 @@ class WeightStore:
             if self.analyzer.entry(key) is None:
                 self.analyzer.compute_now(task)
             done.add(key)
-        if start and any(self.analyzer.entry(task.key) is None for task in background):
+        waiting = [t for t in background if self.analyzer.entry(t.key) is None and not self.analyzer.failed(t.key)]
+        if start and waiting:
             self.analyzer.submit(plan.job_id, version.label, background)
         status = self.analyzer.job_status(plan.job_id, background, done)
         states: dict[str, str] = status.pop("states")

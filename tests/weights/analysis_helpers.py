@@ -80,3 +80,12 @@ class Exploding:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (os._exit, (3,))
+
+
+class Sleeping:
+    """Unpickles as a ten-minute sleep: an analysis process busy for longer than any test."""
+
+    name = "sleeping"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (time.sleep, (600,))

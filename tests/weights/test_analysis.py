@@ -19,7 +19,7 @@ from service.weights.report import model_report, tensor_report
 from service.weights.spectral import SpectralLimits, matrix_shape, spectral_metrics
 from service.weights.store import WeightStore
 from service.weights.version import VersionWeights
-from tests.weights.analysis_helpers import Exploding, mlp_weights, thread_nices, wait_done, write_mlp
+from tests.weights.analysis_helpers import Exploding, Sleeping, mlp_weights, thread_nices, wait_done, write_mlp
 
 SPAWN = multiprocessing.get_context("spawn")
 WEIGHTS = mlp_weights()
@@ -204,3 +204,49 @@ def test_inline_analysis_of_tiny_matrices_is_still_once_per_machine(mlp: Path, p
     assert other.disk.counters.get("spectral", "computed") == 0
     store.close()
     other.close()
+
+
+def _start_analysis_process(path: str, cache: str, queue: Any) -> None:
+    import time
+
+    store = WeightStore(WeightSettings(cache_dir=Path(cache)))
+    version = store.open("mlp 1", Path(path))
+    task = store.spectral_task(version, next(iter(version.graph.tensors.values())))
+    assert isinstance(task, AnalysisTask)
+    process = AnalysisProcess(threads=1, nice=0)
+    process.run(task, SpectralLimits())
+    queue.put(process.pid)
+    # an analysis that never ends: the process is busy, not reading its stdin, when we die
+    endless = AnalysisTask("endless", Sleeping(), task.directory, None, False, task.shape)  # type: ignore[arg-type]
+    process.run(endless, SpectralLimits())
+    time.sleep(120)
+
+
+def test_the_analysis_process_goes_with_its_parent_even_mid_analysis(mlp: Path, private_cache: Path) -> None:
+    import signal
+    import time
+
+    queue = SPAWN.Queue()
+    parent = SPAWN.Process(target=_start_analysis_process, args=(str(mlp), str(private_cache), queue))
+    parent.start()
+    try:
+        child = queue.get(timeout=120)
+        os.kill(child, 0)  # alive
+        parent.kill()
+        parent.join(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # dead, waiting for its reaper
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the analysis process outlived its parent")
+    finally:
+        parent.kill()
+        parent.join(30)
