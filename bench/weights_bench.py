@@ -43,11 +43,11 @@ from bench.gpt2_onnx import build_gpt2
 from bench.onnx_writer import ExternalWriter
 from service.settings import WeightSettings
 from service.weights.analysis_process import AnalysisProcess
-from service.weights.analysis_task import AnalysisTask, open_values
+from service.weights.analysis_task import AnalysisTask
 from service.weights.report import model_report
 from service.weights.spectral import SpectralLimits
 from service.weights.store import WeightStore
-from service.weights.version import VersionWeights
+from service.weights.version import VersionWeights, open_values
 
 HIDDEN = (4096, 3072)
 TARGET_RATIO = 1.2

@@ -14,19 +14,10 @@ import numpy as np
 from service.errors import ServiceError
 from service.weights.graph import ParamTensor
 from service.weights.spectral import MatrixShape, SpectralLimits, analyse
-from service.weights.trained import TrainedTensor, trained_values
-from service.weights.values import TensorValues, tensor_values
+from service.weights.trained import TrainedTensor
+from service.weights.version import open_values
 
 Tensor = ParamTensor | TrainedTensor
-
-
-def open_values(tensor: Tensor, directory: Path, weights_path: Path | None) -> TensorValues:
-    """A tensor's stored values (memory-mapped where they are external) and their dequantization."""
-    if isinstance(tensor, TrainedTensor):
-        if weights_path is None:
-            raise ServiceError(f"trained tensor {tensor.key!r} without its weights file")
-        return TensorValues(trained_values(weights_path, tensor), tensor.out_axis)
-    return tensor_values(tensor, directory)
 
 
 @dataclass(frozen=True, slots=True)

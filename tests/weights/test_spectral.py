@@ -206,3 +206,20 @@ def test_eigenvalue_listing_is_bounded() -> None:
     assert short["truncated"]
     assert short["values"] == evals[-100:].tolist()  # the largest: where the power-law tail is
     assert short["log10_histogram"] == full["log10_histogram"]
+
+
+def test_no_layer_up_to_8192_by_8192_is_skipped_by_default() -> None:
+    from service.weights.spectral import matrix_shape, skip_reason
+
+    limits = SpectralLimits()
+    for shape in [(8192, 8192), (4096, 3072), (50257, 768), (65536, 8)]:
+        found = matrix_shape(shape, False)
+        assert found is not None
+        assert skip_reason(found, limits) is None, shape
+    conv = matrix_shape((512, 512, 3, 3), True)
+    assert conv is not None
+    assert skip_reason(conv, limits) is None
+    wider = matrix_shape((8193, 8193), False)
+    assert wider is not None
+    assert "WEIGHTSERVE_WEIGHTS_SPECTRAL_MAX_M" in (skip_reason(wider, limits) or "")
+    assert skip_reason(wider, SpectralLimits(max_m=9000)) is None  # the setting for beyond
