@@ -224,16 +224,17 @@ def tensor_report(
 def _spectral_with_eigenvalues(store: WeightStore, version: VersionWeights, tensor: Tensor) -> dict[str, Any] | None:
     """The spectral document with its eigenvalues (bounded, see `eigenvalue_listing`), so a chart of
     the spectrum never needs the raw weight. An unfinished analysis is started (or joined)."""
-    spectral = store.spectral(version, tensor)
-    if spectral is None:
-        return None
-    if spectral.get("status") == "success":
+    spectral: dict[str, Any] = {}
+    for _ in range(2):  # a second look when the entry went away meanwhile (it is analysed again)
+        found = store.spectral(version, tensor)
+        if found is None:
+            return None
+        spectral = found
+        if spectral.get("status") != "success":
+            break
         evals = store.eigenvalues(version, tensor)
         if evals is not None:
             return spectral | {"eigenvalues": eigenvalue_listing(evals, store.options.spectral_listed_eigenvalues)}
-        spectral = store.spectral(version, tensor)  # the entry went away: it is analysed again
-        if spectral is None:
-            return None
     if spectral.get("analysis") != "done":
         store.analysis(version, start=True)
     return spectral | {"eigenvalues": None}

@@ -250,3 +250,19 @@ def test_the_analysis_process_goes_with_its_parent_even_mid_analysis(mlp: Path, 
     finally:
         parent.kill()
         parent.join(30)
+
+
+def test_eigenvalues_whose_entry_went_away_are_computed_again(mlp: Path, private_cache: Path) -> None:
+    import shutil
+
+    store = WeightStore(WeightSettings(cache_dir=private_cache))  # small matrices: analysed in the request
+    version = _version(store, mlp)
+    tensor = version.graph.tensor_by_name("w0")
+    assert tensor is not None
+    first = tensor_report(store, version, tensor.id, 64, "minmax")["spectral"]["eigenvalues"]
+    shutil.rmtree(private_cache / "v1" / "entries")  # evicted, or a cleaned cache folder
+    (private_cache / "v1" / "entries").mkdir()
+    again = tensor_report(store, version, tensor.id, 64, "minmax")["spectral"]["eigenvalues"]
+    assert again == first
+    assert store.disk.counters.get("spectral", "computed") == 2  # once, then once more
+    store.close()
