@@ -47,6 +47,7 @@ _JSON_LEN = struct.Struct("<I")
 _EVICT_TO = 0.8
 """Eviction empties the folder to this fraction of its bound, so it does not run after every write."""
 _STALE_TEMP_S = 3600.0
+_RECOUNT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,8 @@ class DiskCache:
         self.counters = Counters()
         self.root: Path | None = None
         self._size: int | None = None
+        self._entries = 0
+        self._counted_at = -_RECOUNT_S
         self._size_lock = threading.Lock()
         try:
             if directory is None:
@@ -223,12 +226,18 @@ class DiskCache:
     # ------------------------------------------------------------------ size bound
 
     def usage(self) -> dict[str, Any]:
+        """The folder's size and entries (counted again at most every few seconds: watchers poll)."""
         if self.root is None:
             return {"enabled": False, "bytes": 0, "entries": 0, "max_bytes": self.max_bytes}
+        with self._size_lock:
+            fresh = time.monotonic() - self._counted_at < _RECOUNT_S
+            if fresh and self._size is not None:
+                return {"enabled": True, "bytes": self._size, "entries": self._entries, "max_bytes": self.max_bytes}
         files = self._entry_files()
         with self._size_lock:
-            self._size = sum(size for _, size, _ in files)
-            return {"enabled": True, "bytes": self._size, "entries": len(files), "max_bytes": self.max_bytes}
+            self._size, self._entries = sum(size for _, size, _ in files), len(files)
+            self._counted_at = time.monotonic()
+            return {"enabled": True, "bytes": self._size, "entries": self._entries, "max_bytes": self.max_bytes}
 
     def _entry_files(self) -> list[tuple[float, int, Path]]:
         assert self.root is not None
