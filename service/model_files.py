@@ -18,6 +18,29 @@ import onnx
 from service.errors import ModelLoadError
 
 
+def subgraphs(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """A node's control-flow bodies with the attribute that holds each (``then_branch``, ``body``;
+    ``name[i]`` for a list of graphs)."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.name, attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            for index, sub in enumerate(attribute.graphs):
+                yield f"{attribute.name}[{index}]", sub
+
+
+def node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
+    """Tensors stored in a node's attributes (a Constant's value, sparse or dense), subgraphs aside."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.TENSOR:
+            yield attribute.t
+        elif attribute.type == onnx.AttributeProto.SPARSE_TENSOR:
+            yield attribute.sparse_tensor.values
+            yield attribute.sparse_tensor.indices
+        elif attribute.type == onnx.AttributeProto.TENSORS:
+            yield from attribute.tensors
+
+
 def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Every tensor stored in a graph: initializers, tensor attributes (Constant nodes), and the same
     inside control-flow subgraphs (If / Loop / Scan bodies, nested), depth first."""
@@ -26,19 +49,9 @@ def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
         yield sparse.values
         yield sparse.indices
     for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                yield attribute.t
-            elif attribute.type == onnx.AttributeProto.SPARSE_TENSOR:
-                yield attribute.sparse_tensor.values
-                yield attribute.sparse_tensor.indices
-            elif attribute.type == onnx.AttributeProto.TENSORS:
-                yield from attribute.tensors
-            elif attribute.type == onnx.AttributeProto.GRAPH:
-                yield from graph_tensors(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from graph_tensors(sub)
+        yield from node_tensors(node)
+        for _, sub in subgraphs(node):
+            yield from graph_tensors(sub)
 
 
 def model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -46,11 +59,9 @@ def model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     yield from graph_tensors(model.graph)
     for function in model.functions:
         for node in function.node:
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.TENSOR:
-                    yield attribute.t
-                elif attribute.type == onnx.AttributeProto.GRAPH:
-                    yield from graph_tensors(attribute.g)
+            yield from node_tensors(node)
+            for _, sub in subgraphs(node):
+                yield from graph_tensors(sub)
 
 
 def inside_folder(directory: Path, location: str) -> Path:

@@ -1,6 +1,6 @@
 """Service settings: one object, read from the environment (prefix ``WEIGHTSERVE_``) or passed to
 ``create_app(settings)``. The weights and inspection options nest inside it, and keep their
-environment names: ``WEIGHTSERVE_WEIGHTS_SPECTRAL_BUDGET`` sets ``settings.weights.spectral_budget``.
+environment names: ``WEIGHTSERVE_WEIGHTS_CACHE_DIR`` sets ``settings.weights.cache_dir``.
 """
 
 from __future__ import annotations
@@ -125,10 +125,33 @@ class WeightSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    spectral_budget: float = Field(default=5e9, ge=0)
-    """Largest N·M²·rf a spectral analysis may cost; larger weights report ``skipped`` with the reason."""
+    spectral_max_m: int = Field(default=8192, ge=1)
+    """Largest smaller side M of a matrix whose spectrum is analysed (its Gram matrix takes M² x 8
+    bytes); larger matrices report ``skipped`` with the reason. weightwatcher's min_evals (8) and
+    max_evals (15000 pooled eigenvalues, or this, whichever is larger) apply too."""
+    spectral_max_n: int = Field(default=65536, ge=1)
+    """Largest larger side N analysed (weightwatcher's own max_N is 50000, one short of a 50257-token
+    vocabulary)."""
+    spectral_listed_eigenvalues: int = Field(default=4096, ge=0)
+    """Eigenvalues a tensor's spectral document lists (the largest ones beyond this; a histogram of
+    log10 λ always covers all of them)."""
+    analysis_workers: int = Field(default=1, ge=1)
+    """Spectral analyses running at once on the machine, whatever the number of server processes."""
+    analysis_threads: int = Field(default=0, ge=0)
+    """BLAS threads of each analysis process (0: the cores divided by analysis_workers)."""
+    analysis_nice: int = Field(default=10, ge=0, le=19)
+    """CPU priority (nice) of the analysis processes, so predictions always come first."""
+    analysis_inline_work: float = Field(default=2e7, ge=0)
+    """Matrices cheaper than this many multiply-adds are analysed within the request (well under a
+    millisecond of work); larger ones by the background analysis."""
+    cache_dir: Path | None = None
+    """Folder of the on-disk weights cache shared by the server processes and kept across restarts
+    (default: $XDG_CACHE_HOME/weightserve/weights, ~/.cache/weightserve/weights, or
+    <temp dir>/weightserve-<uid>/weights for a user without a writable home)."""
+    cache_max_bytes: int = Field(default=1024**3, ge=1024)
+    """Size bound of that folder; past it the least recently used entries go."""
     cache_entries: int = Field(default=4096, ge=1)
-    """Cached results per kind (statistics, spectral metrics, histograms, hashes)."""
+    """Results per kind kept in each process's memory (statistics, spectral metrics, histograms, hashes)."""
     cached_versions: int = Field(default=16, ge=1)
     """Parsed model graphs kept."""
     values_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)

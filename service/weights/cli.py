@@ -1,6 +1,9 @@
 """``weightserve inspect MODEL_DIR_OR_ONNX_FILE``: the per-layer weight table in the terminal.
 
-The figures come from the same report the HTTP API returns (``--json`` prints it whole).
+The figures come from the same report the HTTP API returns (``--json`` prints it whole). Spectral
+analyses of large matrices run in the background analysis process, with a progress bar on stderr;
+they land in the same on-disk cache a server on this machine uses, so whichever runs first does the
+work for both.
 """
 
 from __future__ import annotations
@@ -8,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from service.errors import ServiceError
 from service.settings import Settings
 from service.weights.report import model_report
 from service.weights.store import WeightStore
+from service.weights.version import VersionWeights
 
 _COLUMNS = (
     ("layer", 6),
@@ -113,11 +118,56 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    value = max(value, 0.0)
+    return f"{value:.0f}s" if value < 90 else f"{value / 60:.1f}min"
+
+
+def progress_line(status: dict[str, Any], width: int = 24) -> str:
+    """``spectral analysis [#####-----] 3/8 layers  41% of the work  elapsed 12s  left ~17s``"""
+    layers = status["layers"]
+    fraction = min(max(float(status["progress"]), 0.0), 1.0)
+    filled = round(fraction * width)
+    running = f", {layers['running']} running" if layers["running"] else ""
+    failed = f", {layers['failed']} failed" if layers["failed"] else ""
+    return (
+        f"spectral analysis [{'#' * filled}{'-' * (width - filled)}] {layers['done']}/{layers['total']} layers"
+        f"{running}{failed}  {fraction:.0%} of the work  elapsed {_seconds(status['elapsed_s'])}"
+        f"  left ~{_seconds(status['eta_s'])}"
+    )
+
+
+def wait_for_analysis(store: WeightStore, version: VersionWeights, stream: IO[str], poll_s: float = 0.5) -> None:
+    """Start the version's analysis and show its progress until it is done."""
+    tty = stream.isatty()
+    shown: tuple[int, ...] | None = None
+    while True:
+        status = store.analysis(version, start=True)
+        line = progress_line(status)
+        counts = tuple(status["layers"][k] for k in ("done", "running", "failed"))
+        if tty:
+            stream.write("\r" + line)
+        elif counts != shown:  # in a log: a line when a layer starts or finishes, not every poll
+            stream.write(line + "\n")
+        shown = counts
+        stream.flush()
+        if status["state"] == "done":
+            if tty:
+                stream.write("\n")
+            return
+        time.sleep(poll_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="weightserve inspect", description=__doc__.splitlines()[0])
     parser.add_argument("target", type=Path, help="an .onnx file, a version folder or a model folder")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="print at once; layers whose spectral analysis is unfinished show its state")
     args = parser.parse_args(argv)
+    store = None
     try:
         model_path, name, version = _locate(args.target)
         folder = model_path.parent
@@ -125,8 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         store = WeightStore(Settings().weights)
         opened = store.open(name, model_path, weights if weights.is_file() else None, _manifest(folder))
         report = model_report(store, opened, name, version)
+        if not args.no_wait and report["analysis"]["state"] != "done":
+            wait_for_analysis(store, opened, sys.stderr)
+            report = model_report(store, opened, name, version)
     except (OSError, ServiceError) as exc:
         print(f"weightserve inspect: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if store is not None:
+            store.close()
     print(json.dumps(report, indent=2) if args.json else render_table(report))
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from service.weights.graph import ParamTensor, WeightGraph
-from service.weights.report import layer_module
+from service.weights.report import analysis_summary, layer_module
 from service.weights.store import Tensor, WeightStore
 from service.weights.tensor_stats import DEFAULT_BINS, bin_counts, histogram_spec
 from service.weights.trained import TrainedTensor
@@ -193,9 +193,16 @@ def diff_pair(store: WeightStore, base: VersionWeights, target: VersionWeights, 
         histograms = _shared_histograms(a, b, stats_a, stats_b)
     return entry | change | {
         "stats_delta": _delta(_scalars(stats_a), _scalars(stats_b)),
-        "spectral_delta": _delta(store.spectral(base, pair.base), store.spectral(target, pair.target)),
+        "spectral_delta": _spectral_delta(store.spectral(base, pair.base), store.spectral(target, pair.target)),
         "histograms": histograms,
     }
+
+
+def _spectral_delta(base: dict[str, Any] | None, target: dict[str, Any] | None) -> dict[str, float | None]:
+    """Deltas of finished analyses only (the diff starts the unfinished ones; ask again later)."""
+    if not base or not target or base.get("analysis") != "done" or target.get("analysis") != "done":
+        return {}
+    return _delta(base, target)
 
 
 def _scalars(stats: dict[str, Any]) -> dict[str, Any]:
@@ -295,6 +302,10 @@ def diff_versions(
         "layers": _layer_rollup(target, tensors),
         "tensors": tensors,
         "trained": None,
+        "analysis": {
+            "base": analysis_summary(store.analysis(base, start=True)),
+            "target": analysis_summary(store.analysis(target, start=True)),
+        },
     }
     if base.trained and target.trained:
         t_pairs, t_base, t_target = match_trained(base, target)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from service.errors import PayloadTooLarge
 from service.weights.graph import Layer, ParamTensor
-from service.weights.spectral import WW_COMPAT
+from service.weights.spectral import WW_COMPAT, eigenvalue_listing
 from service.weights.store import Tensor, WeightStore
 from service.weights.tensor_stats import DEFAULT_BINS, histogram_spec
 from service.weights.trained import TrainedTensor
@@ -30,6 +31,7 @@ def tensor_meta(version: VersionWeights, tensor: Tensor) -> dict[str, Any]:
         "kind": "effective",
         "id": tensor.id,
         "name": tensor.name,
+        "place": tensor.place,
         "role": tensor.role,
         "module_path": module,
         "layers": list(tensor.consumers),
@@ -45,7 +47,7 @@ def tensor_meta(version: VersionWeights, tensor: Tensor) -> dict[str, Any]:
         "chain": list(tensor.chain),
         "quantization": None
         if quant is None
-        else {"op": quant.op, "axis": quant.axis, "per_channel": quant.axis is not None},
+        else {"op": quant.op, "axis": quant.axis, "per_channel": quant.axis is not None, "scales": len(quant.scales)},
         "state_dict_key": trained.key if trained is not None else None,
         "trained_id": trained.id if trained is not None else None,
         "relation": trained.relation if trained is not None else None,
@@ -72,15 +74,18 @@ def tensor_entry(store: WeightStore, version: VersionWeights, tensor: Tensor) ->
 
 def _layer_entry(version: VersionWeights, layer: Layer, tensors: dict[str, dict[str, Any]]) -> dict[str, Any]:
     weight = next((tensors[t.tensor_id] for t in layer.tensors if t.role in ("weight", "embedding")), None)
+    spectral = weight["spectral"] if weight is not None else None
     return {
         "id": layer.id,
         "op_type": layer.op_type,
         "node": layer.node,
+        "place": layer.place,
         "module_path": layer_module(version, layer),
         "attributes": layer.attributes,
         "num_params": sum(int(np.prod(tensors[t.tensor_id]["shape"])) for t in layer.tensors),
         "tensors": [{"id": t.tensor_id, "role": t.role, "name": tensors[t.tensor_id]["name"]} for t in layer.tensors],
-        "spectral": weight["spectral"] if weight is not None else None,
+        "spectral": spectral,
+        "analysis": spectral["analysis"] if spectral is not None else None,
     }
 
 
@@ -95,9 +100,11 @@ def layer_module(version: VersionWeights, layer: Layer) -> str:
 
 
 def model_report(store: WeightStore, version: VersionWeights, model: str, number: int | None) -> dict[str, Any]:
-    """Layers, tensors with their summary statistics and spectral metrics, and a model summary."""
+    """Layers, tensors with their summary statistics and spectral metrics, a model summary, and the
+    state of the version's spectral analysis (started here when it has not finished)."""
     graph = version.graph
     tensors = {tid: tensor_entry(store, version, t) for tid, t in graph.tensors.items()}
+    _mark_same_content(list(tensors.values()))
     trained = [tensor_entry(store, version, t) for t in version.trained.values()]
     return {
         "model": model,
@@ -106,10 +113,49 @@ def model_report(store: WeightStore, version: VersionWeights, model: str, number
         "producer": graph.producer,
         "ww_compat": WW_COMPAT,
         "summary": _model_summary(graph.layers, list(tensors.values())),
+        "analysis": analysis_summary(store.analysis(version, start=True)) | {"url": analysis_url(model, number)},
         "layers": [_layer_entry(version, layer, tensors) for layer in graph.layers],
         "tensors": list(tensors.values()),
         "trained": trained if version.weights_path is not None else None,
     }
+
+
+def analysis_url(model: str, number: int | None) -> str:
+    base = f"/v2/models/{quote(model, safe='')}"
+    return f"{base}/versions/{number}/weights/analysis" if number is not None else f"{base}/weights/analysis"
+
+
+def analysis_report(store: WeightStore, version: VersionWeights, model: str, number: int | None) -> dict[str, Any]:
+    """The job resource: the version's analysis (started or joined), matrix by matrix, and this
+    process's cache events (what it computed, what it found computed)."""
+    status = store.analysis(version, start=True)
+    return {"model": model, "version": str(number) if number is not None else None} | status | {
+        "cache": store.cache_report()
+    }
+
+
+def analysis_summary(status: dict[str, Any]) -> dict[str, Any]:
+    """The job's state without its per-matrix list (that is the job resource's)."""
+    return {k: v for k, v in status.items() if k != "matrices"}
+
+
+def _constant_fill(entry: dict[str, Any]) -> bool:
+    """All values equal (zeros, ones): equal contents are then expected, not a copy."""
+    stats = entry["stats"]
+    return stats["min"] is not None and stats["min"] == stats["max"]
+
+
+def _mark_same_content(tensors: list[dict[str, Any]]) -> None:
+    """Tensors stored twice (the same weights in both branches of an If, in two functions...) are
+    one parameter: each copy lists the others, and counts as shared."""
+    by_hash: dict[str, list[dict[str, Any]]] = {}
+    for entry in tensors:
+        if not _constant_fill(entry):
+            by_hash.setdefault(entry["sha256"], []).append(entry)
+    for entry in tensors:
+        copies = [other["id"] for other in by_hash.get(entry["sha256"], []) if other is not entry]
+        entry["same_content_as"] = copies
+        entry["shared"] = entry["shared"] or bool(copies)
 
 
 def _model_summary(layers: tuple[Layer, ...], tensors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,12 +163,20 @@ def _model_summary(layers: tuple[Layer, ...], tensors: list[dict[str, Any]]) -> 
     means = {
         f"mean_{key}": float(np.mean([s[key] for s in spectra])) if spectra else None for key in SUMMARY_SPECTRAL
     }
+    seen: set[str] = set()
+    unique: list[dict[str, Any]] = []
+    for entry in tensors:  # parameters stored twice count once
+        if _constant_fill(entry) or entry["sha256"] not in seen:
+            unique.append(entry)
+            seen.add(entry["sha256"])
+    pending = [t for t in tensors if t["spectral"] and t["spectral"].get("analysis") in ("queued", "running")]
     return {
         "layers": len(layers),
         "tensors": len(tensors),
+        "unique_tensors": len(unique),
         "buffers": sum(1 for t in tensors if t["role"] == "buffer"),
-        "parameters": sum(t["stats"]["numel"] for t in tensors),
-        "bytes": sum(t["bytes"] for t in tensors),
+        "parameters": sum(t["stats"]["numel"] for t in unique),
+        "bytes": sum(t["bytes"] for t in unique),
         "nan_count": sum(t["stats"]["nan_count"] for t in tensors),
         "inf_count": sum(t["stats"]["inf_count"] for t in tensors),
         "folded": sum(1 for t in tensors if t["folded"]),
@@ -130,6 +184,7 @@ def _model_summary(layers: tuple[Layer, ...], tensors: list[dict[str, Any]]) -> 
         "shared": sum(1 for t in tensors if t["shared"]),
         "quantized": sum(1 for t in tensors if t["quantization"]),
         "spectral_analyzed": len(spectra),
+        "spectral_pending": len(pending),
         "spectral_warnings": {
             w: sum(1 for s in spectra if s.get("warning") == w) for w in ("over-trained", "under-trained")
         },
@@ -161,9 +216,28 @@ def tensor_report(
     meta = tensor_meta(version, tensor)
     histogram = histogram | {"range": range_name, "edges_shared_with": shared_with}
     body = meta | {"sha256": stats["sha256"], "stats": stats | {"histogram": histogram}}
-    body["spectral"] = store.spectral(version, tensor)
+    body["spectral"] = _spectral_with_eigenvalues(store, version, tensor)
     body["counterpart"] = _counterpart(store, version, tensor)
     return body
+
+
+def _spectral_with_eigenvalues(store: WeightStore, version: VersionWeights, tensor: Tensor) -> dict[str, Any] | None:
+    """The spectral document with its eigenvalues (bounded, see `eigenvalue_listing`), so a chart of
+    the spectrum never needs the raw weight. An unfinished analysis is started (or joined)."""
+    spectral: dict[str, Any] = {}
+    for _ in range(2):  # a second look when the entry went away meanwhile (it is analysed again)
+        found = store.spectral(version, tensor)
+        if found is None:
+            return None
+        spectral = found
+        if spectral.get("status") != "success":
+            break
+        evals = store.eigenvalues(version, tensor)
+        if evals is not None:
+            return spectral | {"eigenvalues": eigenvalue_listing(evals, store.options.spectral_listed_eigenvalues)}
+    if spectral.get("analysis") != "done":
+        store.analysis(version, start=True)
+    return spectral | {"eigenvalues": None}
 
 
 def _num(value: float | None) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import SparseTensorProto, TensorProto, helper, numpy_helper
 
 from service.errors import ModelLoadError
 from service.model_files import ExternalData, external_data
@@ -61,6 +61,31 @@ def stored_values(tensor: TensorProto, directory: Path) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"cannot read tensor {tensor.name!r}: {exc}") from exc
+
+
+def dense_values(sparse: SparseTensorProto, directory: Path) -> np.ndarray:
+    """A sparse tensor written out dense (zeros where no value is stored); indices are checked, so a
+    hostile model cannot write outside the array."""
+    shape = tuple(int(d) for d in sparse.dims)
+    values = np.asarray(stored_values(sparse.values, directory)).reshape(-1)
+    indices = np.asarray(stored_values(sparse.indices, directory), dtype=np.int64)
+    size = int(np.prod(shape, dtype=np.int64))
+    dense = np.zeros(size, dtype=values.dtype)
+    if values.size == 0:
+        return dense.reshape(shape)
+    if indices.ndim == 2 and indices.shape == (values.size, len(shape)):
+        if (indices < 0).any() or (indices >= np.array(shape, dtype=np.int64)).any():
+            raise ModelLoadError(f"sparse tensor {sparse.values.name!r} has an index outside its shape {list(shape)}")
+        flat = np.ravel_multi_index(tuple(indices.T), shape)
+    elif indices.ndim == 1 and indices.size == values.size:
+        if (indices < 0).any() or (indices >= size).any():
+            raise ModelLoadError(f"sparse tensor {sparse.values.name!r} has an index outside its {size} values")
+        flat = indices
+    else:
+        raise ModelLoadError(f"sparse tensor {sparse.values.name!r}: indices of shape {list(indices.shape)} do not fit"
+                             f" {values.size} values of a {len(shape)}-D tensor")
+    dense[flat] = values
+    return dense.reshape(shape)
 
 
 def stored_bytes(tensor: TensorProto) -> int:

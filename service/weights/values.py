@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.weights.graph import ParamTensor, Quantization
-from service.weights.stored import stored_values
+from service.weights.stored import dense_values, stored_values
 
 BLOCK = 1 << 20
 """Values per float64 block (8 MiB)."""
@@ -143,7 +143,10 @@ def _per_channel(array: np.ndarray | None) -> np.ndarray | None:
 
 def tensor_values(tensor: ParamTensor, directory: Path) -> TensorValues:
     """Open one parameter tensor of a graph (memory-mapped when its data is external)."""
-    stored = stored_values(tensor.proto, directory)
+    if tensor.sparse is not None:
+        stored = dense_values(tensor.sparse, directory)
+    else:
+        stored = stored_values(tensor.proto, directory)
     quant = tensor.quantization
     if quant is None:
         return TensorValues(stored, tensor.out_axis)
@@ -153,7 +156,13 @@ def tensor_values(tensor: ParamTensor, directory: Path) -> TensorValues:
 def _quantized(
     stored: np.ndarray, out_axis: int | None, quant: Quantization, directory: Path
 ) -> TensorValues:
-    scale = stored_values(quant.scale, directory) if quant.scale is not None else None
+    scale: np.ndarray | None = None
+    if len(quant.scales) == 1:
+        scale = stored_values(quant.scales[0], directory)
+    elif quant.scales:  # an int32 bias: input scale x weight scale, multiplied in float64
+        scale = np.ones(())
+        for part in quant.scales:
+            scale = scale * np.asarray(stored_values(part, directory), dtype=np.float64)
     zero = stored_values(quant.zero_point, directory) if quant.zero_point is not None else None
     axis = quant.axis
     if axis is not None and stored.ndim:

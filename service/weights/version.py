@@ -28,10 +28,16 @@ class VersionWeights:
         return found
 
     def values(self, tensor: ParamTensor | TrainedTensor) -> TensorValues:
-        if isinstance(tensor, TrainedTensor):
-            assert self.weights_path is not None
-            return TensorValues(trained_values(self.weights_path, tensor), tensor.out_axis)
-        return tensor_values(tensor, self.graph.directory)
+        return open_values(tensor, self.graph.directory, self.weights_path)
+
+
+def open_values(tensor: ParamTensor | TrainedTensor, directory: Path, weights_path: Path | None) -> TensorValues:
+    """A tensor's stored values (memory-mapped where they are external) and their dequantization."""
+    if isinstance(tensor, TrainedTensor):
+        if weights_path is None:
+            raise TensorNotFound(f"trained tensor {tensor.key!r} without its weights file")
+        return TensorValues(trained_values(weights_path, tensor), tensor.out_axis)
+    return tensor_values(tensor, directory)
 
 
 def open_version(

@@ -171,3 +171,11 @@ def repository(tmp_path: Path) -> Path:
     broken["head.weight"] = head
     write_version(root, "broken", 1, ClassifierWeights(broken))
     return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own weights cache folder (servers it starts inherit the variable)."""
+    folder = tmp_path / "weights-cache"
+    monkeypatch.setenv("WEIGHTSERVE_WEIGHTS_CACHE_DIR", str(folder))
+    return folder

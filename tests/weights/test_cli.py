@@ -67,3 +67,33 @@ async def test_cli_and_http_api_agree(repository: Path, capsys: pytest.CaptureFi
     assert printed["tensors"] == served["tensors"]
     assert printed["layers"] == served["layers"]
     assert printed["trained"] == served["trained"]
+
+
+def test_a_progress_bar_while_large_layers_are_analysed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.weights.analysis_helpers import mlp_weights, write_mlp
+
+    folder = tmp_path / "m" / "1"
+    write_mlp(folder, mlp_weights(2))
+    monkeypatch.setenv("WEIGHTSERVE_WEIGHTS_ANALYSIS_INLINE_WORK", "0")
+    assert main([str(folder)]) == 0
+    captured = capsys.readouterr()
+    bars = [line for line in captured.err.splitlines() if line.startswith("spectral analysis [")]
+    assert bars, captured.err
+    assert bars[-1].startswith("spectral analysis [########################] 3/3 layers  100% of the work")
+    assert "success" in captured.out
+    assert main([str(folder), "--no-wait"]) == 0  # analysed already: the same table, at once
+    again = capsys.readouterr()
+    assert "spectral analysis [" not in again.err
+    assert again.out == captured.out
+
+
+def test_progress_line_shows_counts_work_and_time() -> None:
+    from service.weights.cli import progress_line
+
+    status = {"layers": {"done": 3, "running": 1, "queued": 4, "failed": 0, "total": 8}, "progress": 0.41,
+              "elapsed_s": 12.2, "eta_s": 17.4}
+    assert progress_line(status, width=10) == (
+        "spectral analysis [####------] 3/8 layers, 1 running  41% of the work  elapsed 12s  left ~17s")
+    assert progress_line(status | {"eta_s": None}, width=10).endswith("left ~?")

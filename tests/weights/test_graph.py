@@ -246,9 +246,18 @@ def test_qoperator_weights_are_dequantized_with_their_own_scales(tmp_path: Path)
         inits,
     )
     parsed = load_graph(save_model(graph, tmp_path / "q" / "model.onnx"))
-    assert [(la.op_type, [t.role for t in la.tensors]) for la in parsed.layers] == [("QLinearConv", ["weight"])]
+    assert [(la.op_type, [t.role for t in la.tensors]) for la in parsed.layers] == [("QLinearConv", ["weight", "bias"])]
     weight = _by_name(parsed, "w_q")
     assert weight.quantization is not None
     assert (weight.quantization.op, weight.quantization.axis, weight.out_axis) == ("QLinearConv", 0, 0)
     values = tensor_values(weight, parsed.directory)
     np.testing.assert_array_equal(values.to_float64(), w * w_scale.astype(np.float64)[:, None, None, None])
+    # the int32 bias is in units of input scale x weight scale, per output channel
+    bias = _by_name(parsed, "b_q")
+    assert bias.quantization is not None
+    assert (bias.role, bias.quantization.axis, len(bias.quantization.scales)) == ("bias", 0, 2)
+    expected = b * (np.float64(np.float32(0.05)) * w_scale.astype(np.float64))
+    np.testing.assert_array_equal(tensor_values(bias, parsed.directory).to_float64(), expected)
+    assert_stats_match(tensor_stats(tensor_values(bias, parsed.directory)), expected, None, "int32 bias")
+    # scales and zero points are not weights of their own
+    assert {t.name for t in parsed.tensors.values()} == {"w_q", "b_q"}

@@ -173,6 +173,7 @@ async def test_diff_small_fine_tune(client: Any) -> None:
     assert not layers["head"]["identical"]
     assert body["trained"]["verdict"] == "small fine-tune"
     assert body["evidence"]["overall_rel_l2"] < 0.25
+    assert body["analysis"]["base"]["state"] == body["analysis"]["target"]["state"] == "done"
 
 
 def _fine_tuned(key: str) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""The ``weights`` extension: layers, tensor statistics, raw values and version diffs over HTTP.
+"""The ``weights`` extension: layers, tensor statistics, raw values, version diffs and the spectral
+analysis job over HTTP.
 
 Every path exists with and without ``/versions/{v}``; without one the highest ready version answers.
 A version that is on disk but not served (e.g. outside the version policy) can still be inspected.
-All work runs in the weight store's worker thread, never on the event loop.
+All work runs in the weight store's worker thread, never on the event loop; spectral analyses of
+anything but tiny matrices run in the background (``GET .../weights/analysis`` watches them).
+Access scopes: ``inspect`` for all of these but ``.../values`` (raw weights), which needs ``export``.
 """
 
 from typing import Any
@@ -17,7 +20,7 @@ from service.serving.registry import ModelRegistry
 from service.serving.repository import VersionSpec, parse_version, scan_model, validate_model_name
 from service.settings import Settings
 from service.weights.diff import diff_versions
-from service.weights.report import model_report, tensor_report, values_npy
+from service.weights.report import analysis_report, model_report, tensor_report, values_npy
 from service.weights.store import WeightStore
 from service.weights.tensor_stats import DEFAULT_BINS, check_histogram_request
 from service.weights.version import VersionWeights
@@ -75,6 +78,10 @@ def _values_body(store: WeightStore, spec: VersionSpec, tensor_id: str) -> bytes
     return values_npy(store, _open(store, spec), tensor_id)
 
 
+def _analysis_body(store: WeightStore, spec: VersionSpec) -> dict[str, Any]:
+    return analysis_report(store, _open(store, spec), spec.name, spec.version)
+
+
 def _diff_body(store: WeightStore, base: VersionSpec, target: VersionSpec) -> dict[str, Any]:
     return diff_versions(store, _open(store, base), _open(store, target), base.name, (base.version, target.version))
 
@@ -94,6 +101,21 @@ class WeightsController(Controller):
     ) -> dict[str, Any]:
         spec = resolve_spec(registry, settings, model_name, _version_number(model_version))
         return await weights.call(_model_body, weights, spec)
+
+    @get([_M + "/weights/analysis", _V + "/weights/analysis"])
+    async def analysis(
+        self,
+        model_name: str,
+        registry: ModelRegistry,
+        settings: Settings,
+        weights: WeightStore,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
+        """The version's spectral analysis job: started (or joined) by this request, its progress
+        (matrices done / running / queued, work done / total, elapsed, time left) and each matrix's
+        state; the same answer from every worker process."""
+        spec = resolve_spec(registry, settings, model_name, _version_number(model_version))
+        return await weights.call(_analysis_body, weights, spec)
 
     @get(_M + "/weights/diff")
     async def diff(

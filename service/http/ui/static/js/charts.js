@@ -208,32 +208,28 @@ export function line(values, { width = 460, height = 180, label = "line", color 
 }
 
 /**
- * The empirical spectral density on log-log axes: a histogram of log10 eigenvalues as a density,
- * and the fitted power law p(λ) = (α-1)/xmin · (λ/xmin)^-α over the tail λ ≥ xmin, scaled by the
- * tail's share of the eigenvalues so both curves are densities of the same sample.
+ * The empirical spectral density on log-log axes: eigenvalues binned on log-spaced bins
+ * (`esd` = {edges: log10 λ, counts, total}), drawn as a density per unit λ, and the fitted power
+ * law p(λ) = (α-1)/xmin · (λ/xmin)^-α over the tail λ ≥ xmin, scaled by the tail's share of the
+ * eigenvalues (num_pl_spikes / total) so both curves are densities of the same sample.
  */
-export function spectrum(evals, fit, { width = 460, height = 220, label = "eigenvalue spectrum" } = {}) {
+export function spectrum(esd, fit, { width = 460, height = 220, label = "eigenvalue spectrum" } = {}) {
   const svg = svgRoot(width, height, label);
-  const pos = (evals || []).filter((v) => isNum(v) && v > 0).sort((a, b) => a - b);
-  if (pos.length < 2) {
+  if (!esd || !esd.total || esd.counts.length < 1) {
     svg.append(s("text", { x: width / 2, y: height / 2, "text-anchor": "middle", text: "no eigenvalues" }));
     return svg;
   }
   const m = { l: 48, r: 10, t: 8, b: 34 };
-  const lx = pos.map(Math.log10);
-  const lo = lx[0];
-  const hi = lx.at(-1) === lo ? lo + 1 : lx.at(-1);
-  const nb = Math.min(40, Math.max(8, Math.round(Math.sqrt(pos.length) * 2)));
-  const w = (hi - lo) / nb;
-  const counts = new Array(nb).fill(0);
-  for (const v of lx) counts[Math.min(nb - 1, Math.floor((v - lo) / w))] += 1;
-  // density per unit λ in each log-spaced bin
-  const dens = counts.map((c, k) => c / pos.length / (10 ** (lo + (k + 1) * w) - 10 ** (lo + k * w)));
+  const edges = esd.edges;
+  const counts = esd.counts;
+  const lo = edges[0];
+  const hi = edges.at(-1);
+  const dens = counts.map((c, k) => c / esd.total / (10 ** edges[k + 1] - 10 ** edges[k]));
   const curve = [];
   const alpha = fit && fit.alpha;
   const xmin = fit && fit.xmin;
-  if (isNum(alpha) && isNum(xmin) && xmin > 0 && alpha > 1) {
-    const share = pos.filter((v) => v >= xmin).length / pos.length;
+  if (isNum(alpha) && isNum(xmin) && xmin > 0 && alpha > 1 && isNum(fit.num_pl_spikes)) {
+    const share = fit.num_pl_spikes / esd.total;
     for (let i = 0; i <= 40; i += 1) {
       const lv = Math.log10(xmin) + ((hi - Math.log10(xmin)) * i) / 40;
       const lam = 10 ** lv;
@@ -256,8 +252,8 @@ export function spectrum(evals, fit, { width = 460, height = 220, label = "eigen
   const group = s("g", { fill: COLORS.blue, "fill-opacity": 0.75, "data-series": "esd" });
   dens.forEach((d, k) => {
     if (d <= 0) return;
-    const x0 = x(lo + k * w);
-    group.append(s("rect", { x: x0, y: y(Math.log10(d)), width: Math.max(x(lo + (k + 1) * w) - x0 - 0.5, 0.8),
+    const x0 = x(edges[k]);
+    group.append(s("rect", { x: x0, y: y(Math.log10(d)), width: Math.max(x(edges[k + 1]) - x0 - 0.5, 0.8),
       height: Math.max(y(ylo) - y(Math.log10(d)), 0) }, s("title", { text: `${counts[k]} eigenvalues` })));
   });
   svg.append(g, group);

@@ -1,11 +1,12 @@
 // One tensor in full: histograms (linear and log-magnitude), per-channel bars, quantiles,
-// the eigenvalue spectrum with its fitted power-law tail, and quantization readiness.
+// the eigenvalue spectrum with its fitted power-law tail (eigenvalues from the server's spectral
+// document, never the raw weight), and quantization readiness.
 import { getJSON, modelPath, enc } from "../api.js";
-import { h, card, kv, clear, errorBox } from "../dom.js";
+import { h, card, kv, clear } from "../dom.js";
 import { get, int, num, pct, text, shape, bytes, isNum, DASH } from "../fmt.js";
 import { histogram, bars, spectrum, COLORS } from "../charts.js";
-import { fetchEigenvalues } from "../spectrum.js";
-import { healthCell, flags } from "./version.js";
+import { esdBins, esdNote } from "../spectrum.js";
+import { healthCell, flags, progressPanel, followAnalysis } from "./version.js";
 
 const CHANNEL_FIGURES = [["abs_max", "|max|"], ["l2", "L2 norm"], ["mean", "mean"], ["std", "std"]];
 
@@ -44,6 +45,9 @@ function readiness(r) {
 
 function spectralTable(sp) {
   if (!sp) return h("p", { class: "muted" }, "No spectrum: only 2-D and convolution weights have one.");
+  if (sp.analysis === "queued" || sp.analysis === "running") {
+    return h("p", { class: "muted" }, `Spectral analysis ${sp.analysis} (N ${int(sp.N)}, M ${int(sp.M)}, rf ${int(sp.rf)}); the metrics appear here when it is done.`);
+  }
   if (sp.status !== "success") {
     return h("p", { class: "muted" }, `Spectral analysis ${text(sp.status)}: ${text(sp.skipped_reason)}`);
   }
@@ -123,28 +127,47 @@ export async function renderTensor(view, ctx, { model, version, tensor }, query)
     h("section", { class: "panel", "aria-labelledby": "h-q" }, h("h2", { id: "h-q" }, "Quantization readiness"), readiness(st.quant_readiness)));
   view.append(grid, h("h2", {}, "Quantiles"), h("div", { class: "scroll" }, quantileTable(st.quantiles)));
 
-  const sp = t.spectral;
   const specChart = h("div", { id: "spectrum" });
+  const specTable = h("section", { class: "panel", id: "spectral-metrics" });
   view.append(h("h2", {}, "Eigenvalue spectrum"),
     h("div", { class: "grid2" }, h("section", { class: "panel" },
       h("div", { class: "legend" }, h("span", { class: "sw-blue" }, "empirical spectral density"),
         h("span", { class: "sw-vermillion" }, "fitted power law (dashed)"), h("span", { class: "sw-green" }, "xmin")),
-      specChart), h("section", { class: "panel" }, spectralTable(sp))));
-  if (sp && sp.status === "success") {
-    specChart.append(h("p", { class: "muted" }, "Computing eigenvalues…"));
-    try {
-      const evals = await fetchEigenvalues(`${api}/values`, sp.layer_type === "conv2d");
-      clear(specChart);
-      if (!evals) specChart.append(h("p", { class: "muted" }, "Too large to decompose in the browser; the metrics beside are the server's."));
-      else {
-        const total = evals.reduce((a, b) => a + b, 0);
-        specChart.dataset.evalSum = String(total);
-        specChart.dataset.evalCount = String(evals.length);
-        specChart.append(spectrum(evals, sp, { label: `eigenvalue spectrum, alpha ${num(sp.alpha, 3)}` }),
-          h("p", { class: "muted" }, `${evals.length} eigenvalues of WᵀW computed here; Σλ = ${num(total, 5)} (server's norm ${num(sp.norm, 5)}).`));
-      }
-    } catch (err) {
-      clear(specChart).append(errorBox(err));
-    }
-  } else specChart.append(h("p", { class: "muted" }, "No fitted spectrum for this tensor."));
+      specChart), specTable));
+  const showSpectrum = (sp) => {
+    drawSpectrum(specChart, sp);
+    specTable.replaceChildren(spectralTable(sp));
+  };
+  showSpectrum(t.spectral);
+  const state = get(t, "spectral.analysis");
+  if (state === "queued" || state === "running") {
+    // wait for this tensor's analysis, with the version's progress meanwhile, then fill it in
+    const progress = progressPanel("tensor-analysis");
+    specChart.replaceChildren(progress);
+    let shown = state;
+    void followAnalysis(progress, `${modelPath(model, version)}/weights/analysis`, async (job) => {
+      const mine = (job.matrices || []).find((m) => (m.tensors || []).some((x) => x.id === tensor));
+      const now = mine ? mine.state : "done";
+      if (now === shown || !specChart.isConnected) return;
+      shown = now;
+      if (now === "done" || now === "failed") showSpectrum((await getJSON(`${api}?bins=${bins}&range=${range}`)).spectral);
+    });
+  }
+}
+
+function drawSpectrum(el, sp) {
+  if (!sp || sp.status !== "success") {
+    el.replaceChildren(h("p", { class: "muted" }, "No fitted spectrum for this tensor."));
+    return;
+  }
+  const listing = sp.eigenvalues;
+  const esd = esdBins(listing);
+  if (!esd) {
+    el.replaceChildren(h("p", { class: "muted" }, "The eigenvalues are being computed again; reload in a moment."));
+    return;
+  }
+  el.dataset.evalSum = String(listing.sum);
+  el.dataset.evalCount = String(listing.count);
+  el.replaceChildren(spectrum(esd, sp, { label: `eigenvalue spectrum, alpha ${num(sp.alpha, 3)}` }),
+    h("p", { class: "muted" }, esdNote(listing, sp.norm, num)));
 }
