@@ -85,6 +85,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         registry = ModelRegistry(settings, stats, metrics=metrics)
         app.state.registry = registry
         app.state.weights = WeightStore(settings.weights)
+        owned.callback(app.state.weights.close)
         app.state.inspector = Inspector(settings.inspection)
         _report_pool(metrics, pool)
 

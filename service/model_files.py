@@ -1,5 +1,5 @@
-"""A model version's files as the service reads them: every tensor of a graph, and external-data
-references that must stay inside the version folder.
+"""A model version's files as the service reads them: the version folder's name, every tensor of a
+graph, and external-data references that must stay inside the version folder.
 
 ONNX files are an attack surface. The loader (``serving.model_checks``) and the weights reader
 (``weights.stored``) both follow external-data references themselves, so both go through the one
@@ -39,6 +39,15 @@ def node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
             yield attribute.sparse_tensor.indices
         elif attribute.type == onnx.AttributeProto.TENSORS:
             yield from attribute.tensors
+
+
+def version_number(text: str) -> int | None:
+    """The version a folder name or URL segment stands for: a positive integer in ASCII digits (Triton's
+    rule; ``str.isdigit`` alone would take ``²`` or Arabic-Indic digits), else None."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    value = int(text)
+    return value if value >= 1 else None
 
 
 def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -103,6 +103,9 @@ def serve(
         **inherited,
         "WEIGHTSERVE_LOG_LEVEL": "warning",
         "WEIGHTSERVE_WORKERS": "1",
+        # Never the machine's own weights cache: what one run computed would hide the next run's work.
+        # A test that wants to share one across servers sets it (the weights tests' own fixture does).
+        "WEIGHTSERVE_WEIGHTS_CACHE_DIR": os.environ.get("WEIGHTSERVE_WEIGHTS_CACHE_DIR", str(log_dir / "weights-cache")),
         **{f"WEIGHTSERVE_{key.upper()}": value for key, value in settings.items()},
         **(env or {}),
     }

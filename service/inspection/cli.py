@@ -20,9 +20,10 @@ from service.errors import ServiceError
 from service.inspection.explain import METHODS, ExplainOptions, explain
 from service.inspection.render import heatmap_png
 from service.inspection.session import InspectionSession
+from service.model_files import version_number
 from service.protocol.decode import decode_inputs
 from service.protocol.request import parse_request
-from service.serving.repository import TARGETS, read_example, version_number
+from service.serving.repository import TARGETS, read_example
 
 _EXAMPLE_BYTES = 64 * 1024 * 1024
 

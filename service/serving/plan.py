@@ -121,6 +121,7 @@ class VersionPlan:
             model_path=Path(data["model_path"]),
             manifest=data.get("manifest"),
             weights_path=None if weights is None else Path(weights),
+            content_digest=str(data["digest"]),
         )
         return cls(spec, ModelConfig.model_validate(data["config"]), str(data["digest"]), int(data["size"]))
 

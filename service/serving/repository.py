@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.errors import InvalidRequest, NotFound, ServiceError
+from service.model_files import version_number
 from service.protocol.request import parse_request
 from service.serving.model_config import ModelConfig
 
@@ -43,6 +44,8 @@ class VersionSpec:
     model_path: Path
     manifest: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     weights_path: Path | None = None
+    content_digest: str | None = None
+    """For a checked snapshot: the digest of its files, which names these bytes wherever they lie."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +63,6 @@ def validate_model_name(name: str) -> str:
     if not _NAME_RE.fullmatch(name) or name in {".", ".."} or ".." in name:
         raise InvalidRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.', at most 128 characters")
     return name
-
-
-def version_number(text: str) -> int | None:
-    """The version a folder name or URL segment stands for: a positive integer in ASCII digits (Triton's
-    rule; ``str.isdigit`` alone would take ``²`` or Arabic-Indic digits), else None."""
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        return None
-    value = int(text)
-    return value if value >= 1 else None
 
 
 def parse_version(text: str) -> int:

@@ -122,6 +122,7 @@ class SnapshotStore:
             model_path=final / MODEL_FILE,
             manifest=read_manifest(final),
             weights_path=weights if weights.is_file() else None,
+            content_digest=digest,
         )
         return Snapshot(spec, digest, copier.total_bytes, dict(copier.hashes))
 

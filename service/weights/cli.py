@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from service.errors import ServiceError
+from service.model_files import version_number
 from service.settings import Settings
 from service.weights.report import model_report
 from service.weights.store import WeightStore
@@ -43,12 +44,11 @@ def _locate(target: Path) -> tuple[Path, str, int | None]:
     if target.is_file():
         return target, target.stem, None
     if (target / "model.onnx").is_file():
-        version = int(target.name) if target.name.isdigit() else None
+        version = version_number(target.name)
         name = target.parent.name if version is not None else target.name
         return target / "model.onnx", name, version
-    versions = sorted(
-        (int(p.name) for p in target.iterdir() if p.is_dir() and p.name.isdigit() and (p / "model.onnx").is_file()),
-    ) if target.is_dir() else []
+    folders = [p for p in target.iterdir() if p.is_dir()] if target.is_dir() else []
+    versions = sorted(number for p in folders if (number := version_number(p.name)) and (p / "model.onnx").is_file())
     if not versions:
         raise FileNotFoundError(f"{target} is neither an .onnx file nor a model folder with model.onnx")
     return target / str(versions[-1]) / "model.onnx", target.name, versions[-1]

@@ -141,26 +141,40 @@ class WeightStore:
         return {"process": os.getpid(), "events": self.disk.counters.snapshot(), "folder": self.disk.usage()}
 
     def open(
-        self, label: str, model_path: Path, weights_path: Path | None = None, manifest: dict[str, Any] | None = None
+        self,
+        label: str,
+        model_path: Path,
+        weights_path: Path | None = None,
+        manifest: dict[str, Any] | None = None,
+        content_digest: str | None = None,
     ) -> VersionWeights:
-        key = (_file_key(model_path), _file_key(weights_path), label)
-        return self._versions.get_or_compute(key, lambda: open_version(label, model_path, weights_path, manifest))
+        key = (_file_key(model_path), _file_key(weights_path), label, content_digest)
+        return self._versions.get_or_compute(
+            key, lambda: open_version(label, model_path, weights_path, manifest, content_digest)
+        )
 
     # ------------------------------------------------------------------ content
 
     def _locator(self, version: VersionWeights, tensor: Tensor) -> list[Any]:
-        """Where a tensor's bytes are: a file's identity and the place in it."""
+        """Where a tensor's bytes are: a file (its identity, or its name within a snapshot whose digest
+        names the bytes) and the place in it."""
+
+        def file(path: Path) -> list[Any]:
+            if version.content_digest is not None:
+                return ["snapshot", version.content_digest, path.relative_to(version.model_path.parent).as_posix()]
+            return _file_identity(path)
+
         if isinstance(tensor, TrainedTensor):
             assert version.weights_path is not None
-            return [*_file_identity(version.weights_path), tensor.offset, tensor.length]
+            return [*file(version.weights_path), tensor.offset, tensor.length]
         protos = [tensor.sparse.values, tensor.sparse.indices] if tensor.sparse is not None else [tensor.proto]
         located: list[Any] = []
         for proto in protos:
             data = external_data(proto, version.graph.directory)
             if data is None:
-                located += [*_file_identity(version.model_path), tensor.name, proto.name]
+                located += [*file(version.model_path), tensor.name, proto.name]
             else:
-                located += [*_file_identity(data.path), data.offset, data.length]
+                located += [*file(data.path), data.offset, data.length]
         return located
 
     def content_hash(self, version: VersionWeights, tensor: Tensor) -> str:

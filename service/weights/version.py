@@ -20,6 +20,9 @@ class VersionWeights:
     weights_path: Path | None
     trained: dict[str, TrainedTensor]
     trained_by_effective: dict[str, TrainedTensor]
+    content_digest: str | None = None
+    """The digest of the version's files when they are a checked snapshot: it names their bytes, so
+    figures cached under it outlive the folder the snapshot happens to lie in."""
 
     def tensor(self, tensor_id: str) -> ParamTensor | TrainedTensor:
         found = self.graph.tensors.get(tensor_id) or self.trained.get(tensor_id)
@@ -41,7 +44,11 @@ def open_values(tensor: ParamTensor | TrainedTensor, directory: Path, weights_pa
 
 
 def open_version(
-    label: str, model_path: Path, weights_path: Path | None = None, manifest: dict[str, Any] | None = None
+    label: str,
+    model_path: Path,
+    weights_path: Path | None = None,
+    manifest: dict[str, Any] | None = None,
+    content_digest: str | None = None,
 ) -> VersionWeights:
     """Index a version (blocking: parses the ONNX protobuf without its external data)."""
     graph = load_graph(model_path)
@@ -49,4 +56,4 @@ def open_version(
     if weights_path is not None:
         trained = trained_tensors(weights_path, manifest, graph)
     by_effective = apply_provenance(graph, trained)
-    return VersionWeights(label, model_path, graph, weights_path, trained, by_effective)
+    return VersionWeights(label, model_path, graph, weights_path, trained, by_effective, content_digest)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.errors import InvalidRequest
-from service.serving.repository import parse_version, scan, version_number
+from service.model_files import version_number
+from service.serving.repository import parse_version, scan
 from tests.serving.onnx_models import write_config, write_version
 
 

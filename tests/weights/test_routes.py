@@ -14,15 +14,18 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
-from service.settings import Settings
+from service.settings import AuthSettings, Settings
 from tests.server import serve
 from tests.weights.conftest import BASE
 from tests.weights.reference import assert_stats_match
 
+# Raw values are closed by default (the export scope); these tests are about what the routes answer.
+OPEN = AuthSettings(open_scopes=frozenset({"infer", "inspect", "export"}))
+
 
 @pytest.fixture
 async def client(repository: Path) -> AsyncIterator[Any]:
-    async with AsyncTestClient(app=create_app(Settings(repository=repository, warmup=False))) as test_client:
+    async with AsyncTestClient(app=create_app(Settings(repository=repository, warmup=False, auth=OPEN))) as test_client:
         yield test_client
 
 
@@ -107,7 +110,7 @@ async def test_values_are_npy(client: Any) -> None:
 
 async def test_values_over_the_cap_answer_413(repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEIGHTSERVE_WEIGHTS_VALUES_MAX_BYTES", "64")
-    async with AsyncTestClient(app=create_app(Settings(repository=repository, warmup=False))) as small:
+    async with AsyncTestClient(app=create_app(Settings(repository=repository, warmup=False, auth=OPEN))) as small:
         ids = await _tensor_ids(small)
         body = await _json(small, f"/v2/models/clf/versions/1/weights/{ids['head.weight']}/values", 413)
         assert "cap" in body["error"]
@@ -198,7 +201,7 @@ async def test_diff_architecture_change_reports_what_does_not_match(client: Any)
 
 
 async def test_weights_work_does_not_block_predictions(repository: Path) -> None:
-    app = create_app(Settings(repository=repository, warmup=False))
+    app = create_app(Settings(repository=repository, warmup=False, auth=OPEN))
     infer = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.5] * 64}]}
     async with app.lifespan(), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:  # type: ignore[arg-type]
         weights = [c.get(f"/v2/models/clf/versions/{v}/weights") for v in (1, 2, 3)]

@@ -57,7 +57,7 @@ def resolve_spec(registry: ModelRegistry, settings: Settings, name: str, version
 
 def _open(store: WeightStore, spec: VersionSpec) -> VersionWeights:
     label = f"model '{spec.name}' version {spec.version}"
-    return store.open(label, spec.model_path, spec.weights_path, spec.manifest)
+    return store.open(label, spec.model_path, spec.weights_path, spec.manifest, spec.content_digest)
 
 
 def _model_body(store: WeightStore, spec: VersionSpec) -> dict[str, Any]:

@@ -208,7 +208,6 @@ def test_forget_token_asks_again(page: tuple[Any, Watch, Traffic], server: Runni
     assert tab.evaluate("() => sessionStorage.length") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="spectra come from the server once the weights work lands")
 def test_the_spectrum_is_drawn_with_export_closed(
     page: tuple[Any, Watch, Traffic], server: RunningServer, api: httpx.Client
 ) -> None:
