@@ -90,17 +90,18 @@ def test_concurrent_requests_each_get_their_own_answer(server: RunningServer, re
         _assert_same(answer, _reference(repository, entry, feeds))
 
 
-def _listed(server: RunningServer, name: str) -> list[dict[str, Any]]:
+def _listed(server: RunningServer, name: str) -> dict[str, dict[str, Any]]:
+    """Listed tensors by their own name; a tensor inside a subgraph is listed with its place in front
+    (``If_0/then_branch/then_w``)."""
     response = httpx.get(f"{server.base_url}/v2/models/{name}/weights", timeout=120)
     assert response.status_code == 200, response.text
-    tensors: list[dict[str, Any]] = response.json()["tensors"]
-    return tensors
+    return {tensor["name"].rsplit("/", 1)[-1]: tensor for tensor in response.json()["tensors"]}
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_every_parameter_is_listed_with_exact_statistics(server: RunningServer, name: str) -> None:
     entry = BY_NAME[name]
-    listed = {tensor["name"]: tensor for tensor in _listed(server, name)}
+    listed = _listed(server, name)
     assert set(entry.parameters) <= set(listed), f"missing: {sorted(set(entry.parameters) - set(listed))}"
     for tensor_name, values in entry.parameters.items():
         stats = listed[tensor_name]["stats"]
@@ -111,8 +112,9 @@ def test_every_parameter_is_listed_with_exact_statistics(server: RunningServer, 
 
 
 def test_identical_branch_weights_share_one_content_hash(server: RunningServer) -> None:
-    listed = {tensor["name"]: tensor for tensor in _listed(server, "if_weights")}
+    listed = _listed(server, "if_weights")
     assert listed["then_w"]["sha256"] == listed["else_w"]["sha256"]
+    assert listed["then_w"]["name"] == "If_0/then_branch/then_w"
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
