@@ -12,7 +12,7 @@ log-magnitude histogram is computed in float32.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -243,8 +243,23 @@ def _finite_blocks(values: TensorValues, filter_nonfinite: bool) -> Iterator[np.
         yield x[np.isfinite(x)] if filter_nonfinite else x
 
 
+MAX_CHANNELS = 1 << 16
+"""Per-channel figures stop here: an embedding of millions of rows would hold several arrays of that
+length during the passes and a JSON list of each in the answer, larger than the tensor itself."""
+
+
 def tensor_stats(values: TensorValues) -> dict[str, Any]:
     """Every statistic of one tensor, as JSON-ready values (an overflow gives null, never an error)."""
+    channels = values.channels
+    if channels > MAX_CHANNELS and values.quant_axis is None:
+        with np.errstate(all="ignore"):
+            stats = _tensor_stats(replace(values, out_axis=None))
+        stats["per_channel"] = {
+            "axis": values.out_axis,
+            "channels": channels,
+            "skipped": f"{channels} channels: per-channel figures are computed up to {MAX_CHANNELS}",
+        }
+        return stats
     with np.errstate(all="ignore"):
         return _tensor_stats(values)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidRequest
-from service.weights.tensor_stats import histogram_counts, histogram_spec, tensor_stats
+from service.weights.tensor_stats import MAX_CHANNELS, histogram_counts, histogram_spec, tensor_stats
 from service.weights.values import BLOCK, TensorValues
 from tests.weights.reference import assert_stats_match
 
@@ -172,3 +172,20 @@ def test_exact_quantiles_on_awkward_data(case: str) -> None:
     quantiles = tensor_stats(TensorValues(x))["quantiles"]
     for name, q in {"p0.1": 0.001, "p1": 0.01, "p25": 0.25, "p50": 0.5, "p99": 0.99, "p99.9": 0.999}.items():
         assert quantiles[name] == pytest.approx(np.quantile(x, q), rel=1e-12, abs=1e-300), name
+
+
+def test_per_channel_figures_stop_at_a_bound_and_say_so() -> None:
+    rows = MAX_CHANNELS + 1
+    values = TensorValues(np.arange(rows * 2, dtype=np.float32).reshape(rows, 2), out_axis=0)
+    stats = tensor_stats(values)
+    assert stats["per_channel"] == {
+        "axis": 0,
+        "channels": rows,
+        "skipped": f"{rows} channels: per-channel figures are computed up to {MAX_CHANNELS}",
+    }
+    assert stats["numel"] == rows * 2
+    assert stats["max"] == rows * 2 - 1
+    assert stats["quant_readiness"]["int8_sqnr_db"]["per_channel"] is None
+    within = tensor_stats(TensorValues(np.ones((MAX_CHANNELS, 2), np.float32), out_axis=0))
+    assert within["per_channel"]["channels"] == MAX_CHANNELS
+    assert len(within["per_channel"]["abs_max"]) == MAX_CHANNELS

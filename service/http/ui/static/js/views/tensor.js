@@ -122,7 +122,8 @@ export async function renderTensor(view, ctx, { model, version, tensor }, query)
     select.addEventListener("change", drawChannels);
     drawChannels();
     channelPanel.append(h("div", { class: "controls" }, h("label", {}, "Figure ", select)), holder);
-  } else channelPanel.append(h("p", { class: "muted" }, "No channel axis for this tensor."));
+  } else if (pc && pc.skipped) channelPanel.append(h("p", { class: "muted" }, `Not computed: ${pc.skipped}.`));
+  else channelPanel.append(h("p", { class: "muted" }, "No channel axis for this tensor."));
   grid.append(channelPanel,
     h("section", { class: "panel", "aria-labelledby": "h-q" }, h("h2", { id: "h-q" }, "Quantization readiness"), readiness(st.quant_readiness)));
   view.append(grid, h("h2", {}, "Quantiles"), h("div", { class: "scroll" }, quantileTable(st.quantiles)));
