@@ -1,6 +1,6 @@
-"""Heat maps of ResNet-18 and MobileNetV3-small (torchvision's definitions, random weights, exported with
-a dynamic batch axis), served by a real server, against Grad-CAM computed by torch autograd on the
-original module at its last convolutional block.
+"""Heat maps of ResNet-18 and MobileNetV3-small (torchvision's definitions, random weights made to look
+trained), published with `weightserve.publish` and served by a real server, against Grad-CAM computed
+by torch autograd on the original module at its last convolutional block.
 
 ResNet-18's head is global pooling + one Linear: CAM is exact there and is what `/explain` picks.
 MobileNetV3-small's head is pool -> Linear -> Hardswish -> Dropout -> Linear: CAM would describe the
@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
+from tests import torch_zoo
 from tests.server import RunningServer, serve
-
-from . import torch_nets
+from weightserve import publish
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +29,20 @@ IMAGES = 3
 
 @pytest.fixture(scope="module")
 def modules() -> dict[str, nn.Module]:
-    return {name: torch_nets.build(name, seed=3) for name in ("resnet18", "mobilenet_v3_small")}
+    built = {"resnet18": torch_zoo.ResNet18, "mobilenet_v3_small": torch_zoo.MobileNetV3Small}
+    out = {}
+    for name, build in built.items():
+        torch.manual_seed(3)
+        out[name] = torch_zoo.trained_like(build(), seed=3)
+    return out
 
 
 @pytest.fixture(scope="module")
 def server(modules: dict[str, nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     repository = tmp_path_factory.mktemp("nets")
+    example = [np.random.default_rng(1).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)]
     for name, module in modules.items():
-        torch_nets.export(module, repository / name / "1" / "model.onnx", SIZE)
+        publish(module, example, repository, name, input_names=["image"], output_names=["logits"])
     with serve(repository, tmp_path_factory.mktemp("logs")) as running:
         yield running
 
@@ -76,7 +83,7 @@ def test_resnet18_cam_is_exact_and_equals_torch_grad_cam(
     assert result["method"] == (method or "cam")
     assert result["scores_output"] == "logits"
     assert result["head"] == ["ReduceMean", "Reshape", "Gemm"]
-    expected, logits = torch_nets.torch_grad_cam(modules["resnet18"], images, None)
+    expected, logits = torch_zoo.torch_grad_cam(modules["resnet18"], images, None)
     assert result["predicted"] == logits.argmax(axis=1).tolist()
     np.testing.assert_allclose(result["scores"], logits, rtol=1e-3, atol=1e-4)
     assert result["feature_map"]["shape"] == [IMAGES, 512, SIZE // 32, SIZE // 32]
@@ -91,7 +98,7 @@ def test_resnet18_cam_for_explicit_targets(
     response = _explain(server, "resnet18", images, target=target)
 
     assert response.status_code == 200, response.text
-    expected, _ = torch_nets.torch_grad_cam(modules["resnet18"], images, np.full(IMAGES, target))
+    expected, _ = torch_zoo.torch_grad_cam(modules["resnet18"], images, np.full(IMAGES, target))
     assert response.json()["targets"] == [target] * IMAGES
     _assert_same_maps(np.array(response.json()["feature_map"]["heatmaps"]), expected)
 
@@ -111,7 +118,7 @@ def test_mobilenet_v3_small_gets_grad_cam_through_its_whole_head(
     assert result["head"] == ["ReduceMean", "Reshape", "Gemm", "HardSwish", "Gemm"]
     assert np.array(result["scores"]).shape == (IMAGES, 1000)
     chosen = None if target is None else np.full(IMAGES, target)
-    expected, logits = torch_nets.torch_grad_cam(modules["mobilenet_v3_small"], images, chosen)
+    expected, logits = torch_zoo.torch_grad_cam(modules["mobilenet_v3_small"], images, chosen)
     assert result["predicted"] == logits.argmax(axis=1).tolist()
     assert result["targets"] == (logits.argmax(axis=1).tolist() if target is None else [target] * IMAGES)
     assert result["feature_map"]["shape"] == [IMAGES, 576, SIZE // 32, SIZE // 32]

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from service.serving.repository import describe_example, example_names, scan_model
+from tests.torch_zoo import GRUClassifier, LSTMRegressor, TiedLanguageModel, TwoHeads, trained_like
 from tests.training.conftest import read_manifest
-from tests.training.zoo import GRUClassifier, LSTMRegressor, TiedLanguageModel, TwoHeads, trained_like
 from training.errors import ExportError, ParityError, UsageError
 from weightserve import Example, PublishedVersion, PublishError, publish
 

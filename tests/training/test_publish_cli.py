@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.torch_zoo import TwoHeads, trained_like
 from tests.training.conftest import read_manifest
-from tests.training.zoo import TwoHeads, trained_like
 from training.publish_cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ import torch
 import tritonclient.http as triton
 from torch import nn
 
+from tests import torch_zoo as zoo
 from tests.server import RunningServer, serve
-from tests.training import zoo
 from weightserve import publish
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Architectures people train, written in plain torch for the publish tests.
+"""Architectures people train, written in plain torch for the publish and heat-map tests.
 
 torchvision cannot be imported beside the CPU torch, so ResNet-18 and MobileNetV3-small are written
 out here from their published definitions (He et al. 2016, Howard et al. 2019), module for module
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -299,3 +300,35 @@ def trained_like(module: nn.Module, seed: int = 0) -> nn.Module:
             else:
                 parameter.mul_(1 + 0.05 * torch.randn(parameter.shape, generator=generator))
     return module.eval()
+
+
+# -------------------------------------------------------------------- Grad-CAM, computed by torch
+
+
+def last_conv_block(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The CNN's last convolutional block's output, where Grad-CAM looks."""
+    if isinstance(module, ResNet18):
+        x = module.maxpool(module.relu(module.bn1(module.conv1(x))))
+        return module.layer4(module.layer3(module.layer2(module.layer1(x))))  # type: ignore[no-any-return]
+    if isinstance(module, MobileNetV3Small):
+        return module.features(x)  # type: ignore[no-any-return]
+    raise TypeError(f"no feature map known for {type(module).__name__}")
+
+
+def head(module: nn.Module, maps: torch.Tensor) -> torch.Tensor:
+    """Everything after `last_conv_block`: the scores."""
+    pooled = torch.flatten(module.avgpool(maps), 1)
+    return module.fc(pooled) if isinstance(module, ResNet18) else module.classifier(pooled)  # type: ignore[no-any-return]
+
+
+def torch_grad_cam(module: nn.Module, images: np.ndarray, targets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM by autograd at the last convolutional block: ReLU(Σ_k mean_ij(∂y_c/∂A_k) · A_k), at
+    feature-map resolution, unnormalised; and the logits. Targets default to the predicted class."""
+    x = torch.from_numpy(images)
+    maps = last_conv_block(module, x).detach().requires_grad_(True)
+    logits = head(module, maps)
+    chosen = logits.argmax(dim=1) if targets is None else torch.from_numpy(targets)
+    (gradient,) = torch.autograd.grad(logits[torch.arange(len(x)), chosen].sum(), maps)
+    alpha = gradient.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((alpha * maps).sum(dim=1))
+    return cam.detach().double().numpy(), logits.detach().numpy()
