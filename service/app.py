@@ -113,6 +113,16 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
             await registry.aclose()
 
 
+def served_models(app: Litestar) -> list[dict[str, Any]]:
+    """What this process serves once started, for the startup line: every version with the execution
+    providers its session runs on."""
+    registry: ModelRegistry = app.state.registry
+    return [
+        {"name": lv.name, "version": str(lv.version), "providers": list(lv.model.providers)}
+        for lv in sorted(registry.loaded(), key=lambda lv: (lv.name, lv.version))
+    ]
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
