@@ -7,10 +7,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from service.settings import Settings
+from typing import Any
 
 # Subcommand -> module whose ``main(argv)`` runs it; imported lazily so `serve` never needs torch.
 _DELEGATES = {
@@ -65,7 +62,7 @@ def _serve(argv: list[str]) -> int:
     from service.ops.prometheus import shared_across_workers
     from service.ops.run_dir import private_run_dir
     from service.ops.shutdown import exit_zero_after_graceful_stop
-    from service.ops.supervisor import Supervisor
+    from service.ops.supervisor import Supervisor, serve_one
 
     options: dict[str, Any] = {
         "log_level": settings.log_level.lower(),
@@ -82,30 +79,8 @@ def _serve(argv: list[str]) -> int:
             configure_logging(settings.log_level, settings.log_format)
             with private_run_dir(settings.state_dir) as run_dir:
                 return Supervisor(settings.workers, settings.host, settings.port, options, settings, run_dir).run()
-        return _serve_one(settings, options)
+        return serve_one(settings, options)
     return 0
-
-
-def _serve_one(settings: Settings, options: dict[str, Any]) -> int:
-    """One worker: this process serves, and writes the startup line once it listens."""
-    import uvicorn
-
-    from service.app import create_app, served_models
-    from service.ops.supervisor import listen_url, log_serving, run_server
-
-    app = create_app()
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, **options))
-
-    def started() -> None:
-        port = next((s.getsockname()[1] for srv in server.servers for s in srv.sockets), settings.port)
-        log_serving(listen_url(settings.host, port), 1, str(settings.repository.resolve()), served_models(app))
-
-    # As uvicorn.run: Ctrl-C ends quietly, and a server that never started (a port taken, an app that
-    # failed) exits with 3.
-    try:
-        return 0 if run_server(server, None, started) else 3
-    except KeyboardInterrupt:
-        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,27 @@ def run_server(server: Any, sockets: list[socket.socket] | None, on_started: Cal
         return runner.run(_serve_and_report(server, sockets, on_started))
 
 
+def serve_one(settings: Settings, options: dict[str, Any]) -> int:
+    """One worker, no supervisor: this process serves, and writes the startup line once it listens; the
+    exit status for ``weightserve serve``."""
+    import uvicorn
+
+    app = _load(APP)()
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, **options))
+
+    def started() -> None:
+        port = next((s.getsockname()[1] for srv in server.servers for s in srv.sockets), settings.port)
+        repository = str(settings.repository.resolve())
+        log_serving(listen_url(settings.host, port), 1, repository, _load(SERVED)(app))
+
+    # As uvicorn.run: Ctrl-C ends quietly, and a server that never started (a port taken, an app that
+    # failed) exits with 3.
+    try:
+        return 0 if run_server(server, None, started) else 3
+    except KeyboardInterrupt:
+        return 0
+
+
 def _worker(
     host: str, port: int, options: dict[str, Any], slot: int, link: str, run_dir: str, ready: Connection
 ) -> None:

@@ -20,7 +20,7 @@ from tests.server import RunningServer, serve
 
 from . import torch_nets
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 SIZE = 128  # a 4 x 4 final feature map: 16 points per map to correlate
 IMAGES = 3
