@@ -25,7 +25,7 @@ CHECKS = (
     "response_schema_conformance",
 )
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 
 def test_no_server_errors_over_the_openapi_schema(tmp_path: Path) -> None:
