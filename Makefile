@@ -1,9 +1,13 @@
-# The two commands of the README:  `make run`  and  `make test`.
+# The two commands of the README:  `make run`  and  `make test`  (and the quick tier, `make test-quick`).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test setup setup-dev system-deps lint typecheck pytest bench
+.PHONY: run test test-quick setup setup-dev setup-quick system-deps lint typecheck pytest bench
+
+# What the quick tier leaves out: tests that need a Docker engine, Chromium or torch (their markers,
+# checked by tests/test_markers.py), and the long ones (slow).
+QUICK := not docker and not browser and not torch and not slow
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +22,13 @@ setup: $(BIN)/python
 
 ## Everything the tests need (Debian packages, the dev and train extras), then lint, types and tests.
 test: setup-dev system-deps lint typecheck pytest
+
+## Every test that needs neither a Docker engine, nor Chromium, nor torch, nor minutes: for every change.
+test-quick: setup-quick lint
+	$(BIN)/python -m pytest -q -ra -m "$(QUICK)"
+
+setup-quick: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,train]' 'torch==2.13.0'

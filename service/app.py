@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, Router
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityScheme, Tag
 
+from service.http.api_docs import CONTENT_SECURITY_POLICY, SwaggerPage
 from service.http.auth import SECURITY_SCHEME, AccessPolicy, AuditTrail, declared_access, requires
 from service.http.error_responses import EXCEPTION_HANDLERS
 from service.http.infer_fast_path import InferFastPath
@@ -113,6 +113,16 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
             await registry.aclose()
 
 
+def served_models(app: Litestar) -> list[dict[str, Any]]:
+    """What this process serves once started, for the startup line: every version with the execution
+    providers its session runs on."""
+    registry: ModelRegistry = app.state.registry
+    return [
+        {"name": lv.name, "version": str(lv.version), "providers": list(lv.model.providers)}
+        for lv in sorted(registry.loaded(), key=lambda lv: (lv.name, lv.version))
+    ]
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -145,9 +155,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="weightserve",
             version="0.1.0",
-            render_plugins=[SwaggerRenderPlugin()],
+            description=_API_DESCRIPTION,
+            tags=_TAGS,
+            use_handler_docstrings=True,
+            # Swagger UI from this origin, never a CDN: the page works offline and in closed clusters.
+            render_plugins=[SwaggerPage()],
             # The API's description is no secret, and Swagger UI fetches it without credentials.
-            openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, opt=requires("public")),
+            openapi_router=Router(
+                "/schema",
+                route_handlers=[],
+                include_in_schema=False,
+                opt=requires("public"),
+                response_headers=[
+                    ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
+                    ResponseHeader(name="Referrer-Policy", value="no-referrer"),
+                ],
+            ),
             components=Components(security_schemes={SECURITY_SCHEME: _BEARER}),
         ),
         debug=False,
@@ -163,6 +186,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings.access_log,
     )
     return app
+
+
+_API_DESCRIPTION = (
+    "The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor data, model configuration, "
+    "statistics and model repository extensions, and weightserve's own: the weights of every model (per-layer "
+    "statistics, spectra, diffs, raw values), and what happens inside the network at inference time (activations, "
+    "heat maps, evaluation). Inference bodies are shown in their JSON form; every route that takes one also takes "
+    "Triton's binary form (a JSON header whose length is in `Inference-Header-Content-Length`, then raw tensor "
+    'bytes), compressed with gzip or deflate if `Content-Encoding` says so. Every error is `{"error": "..."}` '
+    "with its status."
+)
+
+_TAGS = [
+    Tag(name="server", description="Health and server metadata (V2)."),
+    Tag(name="models", description="Model metadata, readiness, inference (V2), Triton's config and statistics."),
+    Tag(name="repository", description="Triton's model repository extension: index, load, unload."),
+    Tag(name="weights", description="The weights extension: layers, tensors, spectra, diffs, raw values."),
+    Tag(name="inside the network", description="Activations, heat maps and evaluation on V2 inference bodies."),
+    Tag(name="operations", description="Prometheus metrics."),
+]
 
 
 _BEARER = SecurityScheme(

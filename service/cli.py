@@ -40,7 +40,6 @@ def _serve(argv: list[str]) -> int:
         if value is not None:
             os.environ[f"WEIGHTSERVE_{key.upper()}"] = str(value)
 
-    import uvicorn
     from pydantic import ValidationError
 
     from service.settings import Settings, configured_tokens
@@ -63,7 +62,7 @@ def _serve(argv: list[str]) -> int:
     from service.ops.prometheus import shared_across_workers
     from service.ops.run_dir import private_run_dir
     from service.ops.shutdown import exit_zero_after_graceful_stop
-    from service.ops.supervisor import Supervisor
+    from service.ops.supervisor import Supervisor, serve_one
 
     options: dict[str, Any] = {
         "log_level": settings.log_level.lower(),
@@ -80,7 +79,7 @@ def _serve(argv: list[str]) -> int:
             configure_logging(settings.log_level, settings.log_format)
             with private_run_dir(settings.state_dir) as run_dir:
                 return Supervisor(settings.workers, settings.host, settings.port, options, settings, run_dir).run()
-        uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port, **options)
+        return serve_one(settings, options)
     return 0
 
 

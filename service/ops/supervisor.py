@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -45,6 +46,8 @@ from service.settings import Settings
 log = logging.getLogger("service.ops.supervisor")
 
 APP = "service.app:create_app"
+SERVED = "service.app:served_models"
+"""``(app) -> [{"name", "version", "providers"}]``: what a started worker serves, for the startup line."""
 CONTROL = "service.serving.remote:SupervisedControl"
 """The control plane's factory: ``(settings, workers, run_dir) -> ControlPlane``."""
 
@@ -127,6 +130,54 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def listen_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def log_serving(url: str, workers: int, repository: str, models: Sequence[dict[str, Any]]) -> None:
+    """The startup line, written once the whole server serves: where, how many workers, what (with the
+    execution providers each version runs on)."""
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for entry in models:
+        grouped.setdefault((str(entry["name"]), tuple(entry["providers"])), []).append(str(entry["version"]))
+    served = "; ".join(
+        f"{name} v{', v'.join(versions)} on {', '.join(providers)}" for (name, providers), versions in grouped.items()
+    )
+    logging.getLogger("service.serve").info(
+        "serving on %s with %d worker%s, repository %s: %s",
+        url, workers, "" if workers == 1 else "s", repository, served or "no models",
+        extra={"url": url, "workers": workers, "repository": repository, "models": list(models)},
+    )  # fmt: skip
+
+
+def run_server(server: Any, sockets: list[socket.socket] | None, on_started: Callable[[], None]) -> bool:
+    """Run a uvicorn server until it stops, calling ``on_started`` once it listens (its app has started,
+    models loaded); whether it ever started."""
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        return runner.run(_serve_and_report(server, sockets, on_started))
+
+
+def serve_one(settings: Settings, options: dict[str, Any]) -> int:
+    """One worker, no supervisor: this process serves, and writes the startup line once it listens; the
+    exit status for ``weightserve serve``."""
+    import uvicorn
+
+    app = _load(APP)()
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, **options))
+
+    def started() -> None:
+        port = next((s.getsockname()[1] for srv in server.servers for s in srv.sockets), settings.port)
+        repository = str(settings.repository.resolve())
+        log_serving(listen_url(settings.host, port), 1, repository, _load(SERVED)(app))
+
+    # As uvicorn.run: Ctrl-C ends quietly, and a server that never started (a port taken, an app that
+    # failed) exits with 3.
+    try:
+        return 0 if run_server(server, None, started) else 3
+    except KeyboardInterrupt:
+        return 0
+
+
 def _worker(
     host: str, port: int, options: dict[str, Any], slot: int, link: str, run_dir: str, ready: Connection
 ) -> None:
@@ -137,21 +188,28 @@ def _worker(
 
     exit_zero_after_graceful_stop()
     sock = listening_socket(host, port)  # bound, not listening: no connection waits for a worker still starting
-    config = uvicorn.Config(APP, factory=True, host=host, port=port, **options)
-    server = uvicorn.Server(config)
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(_serve_and_report(server, sock, ready))
+    app = _load(APP)()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+
+    def report() -> None:
+        ready.send_bytes(json.dumps({"models": _load(SERVED)(app)}).encode())
+        ready.close()
+
+    try:
+        run_server(server, [sock], report)
+    finally:
+        ready.close()
 
 
-async def _serve_and_report(server: Any, sock: socket.socket, ready: Connection) -> None:
-    """Run uvicorn; tell the supervisor once it listens (its app has started: models loaded)."""
-    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+async def _serve_and_report(server: Any, sockets: list[socket.socket] | None, on_started: Callable[[], None]) -> bool:
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=sockets))
     while not server.started and not serving.done():
         await asyncio.wait([serving], timeout=0.05)
-    if server.started:
-        ready.send_bytes(b"ready")
-    ready.close()
+    started = bool(server.started)
+    if started:
+        on_started()
     await serving
+    return started
 
 
 @dataclass(slots=True)
@@ -196,6 +254,7 @@ class Supervisor:
         self._control: ControlPlane | None = None
         self._notices: set[asyncio.Task[None]] = set()
         self._status = 0
+        self._announced = False
 
     def run(self) -> int:
         """Run the workers until a stop signal; the exit status for ``weightserve serve``."""
@@ -242,7 +301,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.remove_reader(slot.ready.fileno())
         try:
-            slot.ready.recv_bytes()
+            report = json.loads(slot.ready.recv_bytes())
         except (EOFError, OSError):
             return  # it died before it listened: its sentinel says so
         finally:
@@ -250,6 +309,12 @@ class Supervisor:
         slot.ready_at = time.monotonic()
         slot.established = True
         log.info("worker %d (pid %s) is ready", slot.index, process.pid)
+        if not self._announced and all(s.established for s in self._slots):
+            # Once, when every worker serves for the first time (they all serve the same decided state).
+            self._announced = True
+            host, port, _ = self._args
+            repository = str(self._settings.repository.resolve())
+            log_serving(listen_url(host, port), len(self._slots), repository, report["models"])
         if slot.failures:
             loop.call_later(STABLE_S, self._stayed_up, slot, process)
         self._broadcast()

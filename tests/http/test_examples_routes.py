@@ -1,12 +1,8 @@
-"""GET /v2/models/{m}/examples[/{example}] on the shipped repository, every shipped example accepted by the
-endpoints it is for, and the README's curl lines that use them run as written."""
+"""GET /v2/models/{m}/examples[/{example}] on the shipped repository, and every shipped example accepted by
+the endpoints it is for (the README's commands that use them run in tests/test_readme.py)."""
 
 from __future__ import annotations
 
-import json
-import re
-import shlex
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,34 +100,3 @@ def test_bad_names_are_clear_client_errors(server: RunningServer, path: str, sta
         assert set(response.json()) == {"error"}
         assert message in response.json()["error"]
         assert client.get("/v2/health/ready").status_code == 200
-
-
-def _readme_api_lines_with_examples() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    api = text[text.index("\n## API\n") : text.index("\n## Configuration\n")]
-    blocks = re.findall(r"```bash\n(.*?)```", api, flags=re.S)
-    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith("curl ") and "examples" in line]
-
-
-def test_the_readme_uses_the_shipped_examples() -> None:
-    lines = _readme_api_lines_with_examples()
-    assert len(lines) >= 7
-    text = (ROOT / "README.md").read_text()
-    assert "@digit.json" not in text
-    assert "@labelled.json" not in text
-
-
-@pytest.mark.parametrize("line", _readme_api_lines_with_examples())
-def test_the_readme_curl_lines_run_as_written(server: RunningServer, tmp_path: Path, line: str) -> None:
-    """From the repository root, as a reader would; HTTP errors fail curl (-f)."""
-    command = shlex.split(line.replace("localhost:8000", server.url))
-    command.insert(1, "-f")
-    if "-o" in command:
-        command[command.index("-o") + 1] = str(tmp_path / command[command.index("-o") + 1])
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, (line, done.stderr[-500:])
-    if "-o" in command:
-        assert (tmp_path / "heat.png").read_bytes().startswith(b"\x89PNG")
-    else:
-        json.loads(done.stdout)

@@ -24,6 +24,8 @@ from .compat_models import write_repository
 
 TYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.bool_): "BOOL"}
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -40,6 +40,8 @@ CONSTS = {
 Node = onnx.NodeProto
 Torch = Callable[[torch.Tensor], torch.Tensor]
 
+pytestmark = pytest.mark.torch
+
 
 def _t(name: str) -> torch.Tensor:
     return torch.from_numpy(CONSTS[name].astype(np.float64))

@@ -15,6 +15,8 @@ from service.inspection.explain import ExplainOptions, explain
 from service.inspection.heatmap import upsample_bilinear
 from service.inspection.session import InspectionSession
 
+pytestmark = pytest.mark.torch
+
 
 def _torch_grad_cam(path: Path, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Grad-CAM with autograd on the tiny model rebuilt in torch from its initializers."""

@@ -25,6 +25,8 @@ from training.export import export  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "digits_cnn"
 
+pytestmark = pytest.mark.torch
+
 
 def _shipped_versions() -> list[Path]:
     if not SHIPPED.is_dir():

@@ -21,7 +21,7 @@ from tests import torch_zoo
 from tests.server import RunningServer, serve
 from weightserve import publish
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 SIZE = 128  # a 4 x 4 final feature map: 16 points per map to correlate
 IMAGES = 3

@@ -15,7 +15,7 @@ from tests.serving.onnx_models import infer_body, write_version
 
 FLOOD = 16
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 async def _flood(url: str, count: int) -> list[httpx.Response]:

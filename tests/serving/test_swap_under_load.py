@@ -21,7 +21,7 @@ REQUESTS = 2400
 CONCURRENCY = 16
 MODEL = "versioned"
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _index(url: str) -> list[dict[str, str]]:

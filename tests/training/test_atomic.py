@@ -10,6 +10,8 @@ from tests.training.conftest import train
 from training import parity
 from training.errors import ParityError, UsageError
 
+pytestmark = pytest.mark.torch
+
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))

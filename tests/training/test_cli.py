@@ -11,6 +11,8 @@ import pytest
 
 from training.cli import main
 
+pytestmark = pytest.mark.torch
+
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))

@@ -8,6 +8,8 @@ import pytest
 
 from tests.training.conftest import read_manifest, train
 
+pytestmark = pytest.mark.torch
+
 
 def _weights_sha(version_dir: Path) -> str:
     return str(read_manifest(version_dir)["files"]["weights.safetensors"]["sha256"])

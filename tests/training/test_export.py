@@ -21,6 +21,8 @@ NAMES = {
     "digits_autoencoder": ("image", [1, 8, 8], "reconstruction", [1, 8, 8]),
 }
 
+pytestmark = pytest.mark.torch
+
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]

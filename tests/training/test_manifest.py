@@ -21,6 +21,8 @@ TOP_LEVEL = {
 }  # fmt: skip
 SHIPPED = [("digits_cnn", 1), ("digits_cnn", 2), ("diabetes_mlp", 1), ("digits_autoencoder", 1)]
 
+pytestmark = pytest.mark.torch
+
 
 def _initializers(folder: Path) -> dict[str, np.ndarray]:
     graph = onnx.load(str(folder / "model.onnx")).graph

@@ -14,6 +14,8 @@ from service.inspection.evaluation import image_metrics, regression_metrics
 from tests.training.conftest import REPOSITORY, read_manifest
 from training import data, metrics
 
+pytestmark = pytest.mark.torch
+
 structural_similarity: Callable[..., float] = skimage_metrics.structural_similarity
 peak_signal_noise_ratio: Callable[..., float] = skimage_metrics.peak_signal_noise_ratio
 

@@ -24,6 +24,8 @@ RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 1, size=(6, 1, 8, 8)).astype(np.float32)
 FEATURES = RNG.normal(size=(6, 5)).astype(np.float32)
 
+pytestmark = pytest.mark.torch
+
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))

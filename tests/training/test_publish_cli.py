@@ -20,6 +20,8 @@ from training.publish_cli import main
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "tests.training.zoo:TwoHeads"
 
+pytestmark = pytest.mark.torch
+
 
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))

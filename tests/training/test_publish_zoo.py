@@ -21,7 +21,7 @@ from tests import torch_zoo as zoo
 from tests.server import RunningServer, serve
 from weightserve import publish
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 Inputs = Callable[[np.random.Generator, int], list[np.ndarray]]
 

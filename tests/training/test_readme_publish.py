@@ -16,6 +16,8 @@ from tests.server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.torch
+
 
 def _section() -> str:
     text = (ROOT / "README.md").read_text()

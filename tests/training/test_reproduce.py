@@ -23,6 +23,8 @@ TOLERANCE = {
     "noisy_ssim": 1e-9,
     "train_loss": 0.01,
 }
+
+pytestmark = pytest.mark.torch
 """Absolute tolerance per metric (diabetes targets span 25-346, pixels 0-16)."""
 
 

@@ -15,6 +15,8 @@ from training.examples import Example
 from training.inputs import to_arrays
 from training.tasks import TASKS
 
+pytestmark = pytest.mark.torch
+
 
 def _expected_files(name: str) -> dict[str, str]:
     """The example files the training job writes for the shipped version's seed (no training needed)."""

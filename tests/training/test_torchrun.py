@@ -13,6 +13,8 @@ from tests.training.conftest import REPOSITORY, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)

@@ -12,6 +12,7 @@ from litestar import Controller, Response, get
 
 from service.errors import ModelNotFound
 from service.http.auth import requires
+from service.http.routes.schemas import MODEL, ExampleList, InferenceRequest, answers
 from service.serving.repository import describe_example, example_names, read_example, validate_model_name
 from service.settings import Settings
 
@@ -26,8 +27,14 @@ def _model_dir(settings: Settings, model_name: str) -> Path:
 class ExamplesController(Controller):
     path = "/v2/models"
     opt = requires("infer")
+    tags = ["models"]  # noqa: RUF012
 
-    @get("/{model_name:str}/examples", sync_to_thread=True)
+    @get(
+        "/{model_name:str}/examples",
+        sync_to_thread=True,
+        summary="Example requests of a model",
+        responses=answers(ExampleList, *MODEL),
+    )
     def examples(self, model_name: str, settings: Settings) -> dict[str, Any]:
         """Every example request of the model: name, kind (infer / evaluate), description, tensors."""
         directory = _model_dir(settings, model_name)
@@ -37,7 +44,12 @@ class ExamplesController(Controller):
             "examples": [describe_example(directory, name, cap) for name in example_names(directory)],
         }
 
-    @get("/{model_name:str}/examples/{example:str}", sync_to_thread=True)
+    @get(
+        "/{model_name:str}/examples/{example:str}",
+        sync_to_thread=True,
+        summary="One example request",
+        responses=answers(InferenceRequest, *MODEL, 413, description="The example: a V2 inference request body."),
+    )
     def example(self, model_name: str, example: str, settings: Settings) -> Response[bytes]:
         """One example request body, as stored."""
         directory = _model_dir(settings, model_name)

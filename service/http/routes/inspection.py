@@ -13,6 +13,17 @@ from litestar.di import Provide
 from litestar.status_codes import HTTP_200_OK
 
 from service.http.auth import requires
+from service.http.routes.schemas import (
+    BODY,
+    MODEL,
+    Activations,
+    ActivationsOperation,
+    EvaluateOperation,
+    Evaluation,
+    ExplainOperation,
+    Explanation,
+    answers,
+)
 from service.inspection.inspector import Inspector
 from service.protocol.encode import EncodedResponse
 from service.serving.loaded_version import LoadedVersion
@@ -50,11 +61,15 @@ async def _inspect(
 class InspectionController(Controller):
     path = "/v2/models"
     opt = requires("inspect")
+    tags = ["inside the network"]  # noqa: RUF012
     dependencies = {"inspector": Provide(provide_inspector, sync_to_thread=False)}  # noqa: RUF012
 
     @post(
         ["/{model_name:str}/activations", "/{model_name:str}" + _V + "/activations"],
         status_code=HTTP_200_OK,
+        summary="Activation statistics",
+        responses=answers(Activations, *MODEL, *BODY),
+        operation_class=ActivationsOperation,
     )
     async def activations(
         self,
@@ -68,7 +83,13 @@ class InspectionController(Controller):
         """Per-value statistics of the intermediate values (layer outputs, activations) for a batch."""
         return await _inspect(inspector.activations, model_name, model_version, request, registry, settings)
 
-    @post(["/{model_name:str}/explain", "/{model_name:str}" + _V + "/explain"], status_code=HTTP_200_OK)
+    @post(
+        ["/{model_name:str}/explain", "/{model_name:str}" + _V + "/explain"],
+        status_code=HTTP_200_OK,
+        summary="Heat map",
+        responses=answers(Explanation, *MODEL, *BODY),
+        operation_class=ExplainOperation,
+    )
     async def explain(
         self,
         model_name: str,
@@ -81,7 +102,13 @@ class InspectionController(Controller):
         """Heat maps (CAM or occlusion) for image inputs; a PNG with ``Accept: image/png``."""
         return await _inspect(inspector.explain, model_name, model_version, request, registry, settings)
 
-    @post(["/{model_name:str}/evaluate", "/{model_name:str}" + _V + "/evaluate"], status_code=HTTP_200_OK)
+    @post(
+        ["/{model_name:str}/evaluate", "/{model_name:str}" + _V + "/evaluate"],
+        status_code=HTTP_200_OK,
+        summary="Evaluation on labelled samples",
+        responses=answers(Evaluation, *MODEL, *BODY),
+        operation_class=EvaluateOperation,
+    )
     async def evaluate(
         self,
         model_name: str,

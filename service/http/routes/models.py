@@ -10,6 +10,20 @@ from litestar.status_codes import HTTP_200_OK
 
 from service.errors import ModelNotFound, ModelNotReady
 from service.http.auth import requires
+from service.http.routes.schemas import (
+    BODY,
+    MODEL,
+    SCOPED,
+    InferenceResponse,
+    InferOperation,
+    ModelConfig,
+    ModelMetadata,
+    ModelReady,
+    ModelStats,
+    NotReadyOrError,
+    answer,
+    answers,
+)
 from service.protocol.datatypes import triton_config_type
 from service.serving import inference
 from service.serving.loaded_version import LoadedVersion
@@ -90,13 +104,21 @@ def _version_policy(loaded: LoadedVersion) -> dict[str, Any]:
 class ModelsController(Controller):
     path = "/v2/models"
     opt = requires("infer")
+    tags = ["models"]  # noqa: RUF012
 
     # Registered before "/{model_name}" in spirit: Litestar matches static segments first.
-    @get("/stats", sync_to_thread=False)
+    @get(
+        "/stats", sync_to_thread=False, summary="Statistics of every model", responses=answers(ModelStats, *SCOPED, 503)
+    )
     def all_stats(self, registry: ModelRegistry) -> dict[str, Any]:
         return {"model_stats": [registry.statistics(lv) for lv in registry.loaded()]}
 
-    @get(["/{model_name:str}/stats", "/{model_name:str}" + _V + "/stats"], sync_to_thread=False)
+    @get(
+        ["/{model_name:str}/stats", "/{model_name:str}" + _V + "/stats"],
+        sync_to_thread=False,
+        summary="Model statistics",
+        responses=answers(ModelStats, *MODEL),
+    )
     def model_stats(self, model_name: str, registry: ModelRegistry, model_version: str | None = None) -> dict[str, Any]:
         version = _version(model_version)
         chosen = [lv for lv in registry.loaded() if lv.name == model_name]
@@ -107,11 +129,22 @@ class ModelsController(Controller):
             raise ModelNotFound(model_name, version)
         return {"model_stats": [registry.statistics(lv) for lv in chosen]}
 
-    @get(["/{model_name:str}", "/{model_name:str}" + _V], sync_to_thread=False)
+    @get(
+        ["/{model_name:str}", "/{model_name:str}" + _V],
+        sync_to_thread=False,
+        summary="Model metadata",
+        responses=answers(ModelMetadata, *MODEL),
+    )
     def metadata(self, model_name: str, registry: ModelRegistry, model_version: str | None = None) -> dict[str, Any]:
         return model_metadata(registry, registry.get(model_name, _version(model_version)))
 
-    @get(["/{model_name:str}/ready", "/{model_name:str}" + _V + "/ready"], sync_to_thread=False)
+    @get(
+        ["/{model_name:str}/ready", "/{model_name:str}" + _V + "/ready"],
+        sync_to_thread=False,
+        summary="Model ready",
+        responses=answers(ModelReady, *MODEL)
+        | answer(400, NotReadyOrError, "Not ready (loading, unloaded, draining), or a bad version."),
+    )
     def ready(
         self, model_name: str, registry: ModelRegistry, model_version: str | None = None
     ) -> Response[dict[str, Any]]:
@@ -124,11 +157,22 @@ class ModelsController(Controller):
         ready = registry.ready
         return Response({"name": model_name, "ready": ready}, status_code=200 if ready else 400)
 
-    @get(["/{model_name:str}/config", "/{model_name:str}" + _V + "/config"], sync_to_thread=False)
+    @get(
+        ["/{model_name:str}/config", "/{model_name:str}" + _V + "/config"],
+        sync_to_thread=False,
+        summary="Model configuration (Triton)",
+        responses=answers(ModelConfig, *MODEL),
+    )
     def config(self, model_name: str, registry: ModelRegistry, model_version: str | None = None) -> dict[str, Any]:
         return model_config(registry.get(model_name, _version(model_version)))
 
-    @post(["/{model_name:str}/infer", "/{model_name:str}" + _V + "/infer"], status_code=HTTP_200_OK)
+    @post(
+        ["/{model_name:str}/infer", "/{model_name:str}" + _V + "/infer"],
+        status_code=HTTP_200_OK,
+        summary="Inference",
+        responses=answers(InferenceResponse, *MODEL, *BODY),
+        operation_class=InferOperation,
+    )
     async def infer(
         self,
         model_name: str,

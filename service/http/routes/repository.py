@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from service.errors import InvalidRequest
 from service.http.auth import requires
+from service.http.routes.schemas import SCOPED, IndexEntry, IndexOperation, LoadOperation, ModelState, answers
 from service.protocol.request import parse_json
 from service.serving.registry import ModelRegistry
 from service.serving.repository import validate_model_name
@@ -29,8 +30,16 @@ async def _json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
 class RepositoryController(Controller):
     path = "/v2/repository"
     opt = requires("admin")
+    tags = ["repository"]  # noqa: RUF012
 
-    @post("/index", status_code=HTTP_200_OK, opt=requires("inspect"))
+    @post(
+        "/index",
+        status_code=HTTP_200_OK,
+        opt=requires("inspect"),
+        summary="Repository index",
+        responses=answers(list[IndexEntry], 400, *SCOPED, 413, 503),
+        operation_class=IndexOperation,
+    )
     async def index(self, request: Request[Any, Any, Any], registry: ModelRegistry) -> list[dict[str, str]]:
         document = await _json_object(request)
         ready = document.get("ready", False)
@@ -38,7 +47,13 @@ class RepositoryController(Controller):
             raise InvalidRequest("'ready' must be a boolean")
         return [entry.as_json() for entry in registry.index(ready_only=ready)]
 
-    @post("/models/{model_name:str}/load", status_code=HTTP_200_OK)
+    @post(
+        "/models/{model_name:str}/load",
+        status_code=HTTP_200_OK,
+        summary="Load or reload a model",
+        responses=answers(ModelState, 400, *SCOPED, 404, 413, 500, 503),
+        operation_class=LoadOperation,
+    )
     async def load(self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry) -> dict[str, str]:
         document = await _json_object(request)
         parameters = document.get("parameters") or {}
@@ -49,7 +64,13 @@ class RepositoryController(Controller):
         await registry.load_model(validate_model_name(model_name))
         return {"name": model_name, "state": "READY"}
 
-    @post("/models/{model_name:str}/unload", status_code=HTTP_200_OK)
+    @post(
+        "/models/{model_name:str}/unload",
+        status_code=HTTP_200_OK,
+        summary="Unload a model",
+        responses=answers(ModelState, 400, *SCOPED, 404, 413, 503),
+        operation_class=LoadOperation,
+    )
     async def unload(self, model_name: str, request: Request[Any, Any, Any], registry: ModelRegistry) -> dict[str, str]:
         await _json_object(request)
         await registry.unload_model(validate_model_name(model_name))

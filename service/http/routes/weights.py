@@ -16,6 +16,7 @@ from litestar.params import Parameter
 
 from service.errors import ModelNotFound, ModelNotReady
 from service.http.auth import requires
+from service.http.routes.schemas import MODEL, AnalysisJob, TensorReport, WeightsDiff, WeightsReport, answers
 from service.serving.registry import ModelRegistry
 from service.serving.repository import VersionSpec, parse_version, scan_model, validate_model_name
 from service.settings import Settings
@@ -89,8 +90,9 @@ def _diff_body(store: WeightStore, base: VersionSpec, target: VersionSpec) -> di
 class WeightsController(Controller):
     path = "/v2/models"
     opt = requires("inspect")
+    tags = ["weights"]  # noqa: RUF012
 
-    @get([_M + "/weights", _V + "/weights"])
+    @get([_M + "/weights", _V + "/weights"], summary="Layers and tensors", responses=answers(WeightsReport, *MODEL))
     async def weights(
         self,
         model_name: str,
@@ -102,7 +104,11 @@ class WeightsController(Controller):
         spec = resolve_spec(registry, settings, model_name, _version_number(model_version))
         return await weights.call(_model_body, weights, spec)
 
-    @get([_M + "/weights/analysis", _V + "/weights/analysis"])
+    @get(
+        [_M + "/weights/analysis", _V + "/weights/analysis"],
+        summary="Spectral analysis job",
+        responses=answers(AnalysisJob, *MODEL),
+    )
     async def analysis(
         self,
         model_name: str,
@@ -117,7 +123,7 @@ class WeightsController(Controller):
         spec = resolve_spec(registry, settings, model_name, _version_number(model_version))
         return await weights.call(_analysis_body, weights, spec)
 
-    @get(_M + "/weights/diff")
+    @get(_M + "/weights/diff", summary="Diff of two versions", responses=answers(WeightsDiff, *MODEL))
     async def diff(
         self,
         model_name: str,
@@ -131,7 +137,11 @@ class WeightsController(Controller):
         target_spec = resolve_spec(registry, settings, model_name, _version_number(target))
         return await weights.call(_diff_body, weights, base_spec, target_spec)
 
-    @get([_M + "/weights/{tensor_id:str}", _V + "/weights/{tensor_id:str}"])
+    @get(
+        [_M + "/weights/{tensor_id:str}", _V + "/weights/{tensor_id:str}"],
+        summary="One tensor in full",
+        responses=answers(TensorReport, *MODEL),
+    )
     async def tensor(
         self,
         model_name: str,
@@ -151,7 +161,18 @@ class WeightsController(Controller):
             other = resolve_spec(registry, settings, model_name, _version_number(edges_from))
         return await weights.call(_tensor_body, weights, spec, tensor_id, bins, range_name, other)
 
-    @get([_M + "/weights/{tensor_id:str}/values", _V + "/weights/{tensor_id:str}/values"], opt=requires("export"))
+    @get(
+        [_M + "/weights/{tensor_id:str}/values", _V + "/weights/{tensor_id:str}/values"],
+        opt=requires("export"),
+        summary="Raw values (.npy)",
+        responses=answers(
+            bytes,
+            *MODEL,
+            413,
+            description="The tensor's values as a NumPy .npy file.",
+            media_type="application/octet-stream",
+        ),
+    )
     async def values(
         self,
         model_name: str,
@@ -169,4 +190,3 @@ class WeightsController(Controller):
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
-

@@ -17,6 +17,7 @@ from tests.http.ui.browser import ARTIFACTS, CHROMIUM, Watch, assert_not_blank, 
 from tests.server import RunningServer, serve
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
     pytest.mark.timeout(300),
 ]
