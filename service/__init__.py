@@ -9,5 +9,6 @@ Packages by responsibility; each imports only the ones below it (checked by test
     weights/         what is inside the weights: tensor statistics, spectral metrics, diffs
     protocol/        the V2 wire format: requests, tensor decoding, response encoding, datatypes
     ops/             operations beside the rest: Prometheus metrics, logs, shutdown, worker supervision
+    model_files.py   a version's files as the service reads them (folder names, tensors, external data)
     errors.py        the one error tree; settings.py: the one settings object
 """
