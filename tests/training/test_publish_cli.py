@@ -18,7 +18,7 @@ from tests.training.conftest import read_manifest
 from training.publish_cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTORY = "tests.training.zoo:TwoHeads"
+FACTORY = "tests.torch_zoo:TwoHeads"
 
 pytestmark = pytest.mark.torch
 
@@ -91,9 +91,9 @@ def test_real_example_inputs_are_also_written_as_an_example_request(tmp_path: Pa
     ("change", "message"),
     [
         ({"factory": "tests.training.nowhere:Model"}, "cannot import tests.training.nowhere:Model"),
-        ({"factory": "tests.training.zoo"}, "FACTORY must be module.path:callable"),
-        ({"factory": "tests.training.zoo:FACTORY_IS_NOT_HERE"}, "cannot import"),
-        ({"factory": "tests.training.zoo:_make_divisible"}, "failed: TypeError"),
+        ({"factory": "tests.torch_zoo"}, "FACTORY must be module.path:callable"),
+        ({"factory": "tests.torch_zoo:FACTORY_IS_NOT_HERE"}, "cannot import"),
+        ({"factory": "tests.torch_zoo:_make_divisible"}, "failed: TypeError"),
         ({"--factory-kwargs": "[1]"}, "--factory-kwargs must be a JSON object"),
         ({"--factory-kwargs": '{"features": 9}'}, "does not fit the module"),
         ({"--checkpoint": "absent.pt"}, "does not exist"),
