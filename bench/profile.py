@@ -3,11 +3,14 @@
     python -m bench.profile [--seconds 10] [--connections 1,64] [--body json] [--env KEY=VALUE]
 
 For each concurrency level it runs the request-bound model under closed-loop load, samples every
-server process (py-spy, on-CPU samples only, not pausing the processes), and prints each part of the
-request path as a share of the samples and as microseconds per request (the share of the server's
-measured CPU time per request). Threads without Python frames (onnxruntime's own intra-op pool, when
-it has one) are not sampled; their CPU is in the total but in no row. py-spy takes CPU of its own on
-the same cores, so the absolute figures of ``python -m bench`` come from a run without it.
+thread of every server process with py-spy, and prints each part of the request path as its share of
+the samples of working threads, and that share of the server's CPU per request as measured from
+/proc. Samples of threads that wait (a condition, a queue) are left out. Samples whose innermost
+Python frame is the event loop itself are uvloop's C code: socket reads and writes, and at low load
+also waiting in epoll, which py-spy cannot tell apart here (so that row is an upper bound at c=1).
+Kernel time is spread over the rows in proportion. py-spy pauses the processes for each sample and
+takes CPU of its own on the same cores, so the throughput figures of ``python -m bench`` come from a
+run without it.
 """
 
 from __future__ import annotations
@@ -42,12 +45,29 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("uvicorn, httptools", ("uvicorn/", "httptools/")),
     ("event loop, sockets", ("asyncio/", "uvloop/", "selectors.py")),
 )
-OTHER = "other"
+RATE = 200
+"""Samples per second and thread."""
+OTHER = "other Python code"
+IDLE = "waiting"
+LOOP = "event loop's C code"
+_WAITS = (
+    "Condition.wait (threading.py",
+    "Event.wait (threading.py",
+    "Queue.get (queue.py",
+    "_worker (concurrent/futures/thread.py",
+    "select (selectors.py",
+)
+_LOOP_LEAVES = ("Runner.run (asyncio/runners.py", "run (asyncio/runners.py", "run_forever (asyncio/")
 
 
 def classify(stack: str) -> str:
     """The part of a collapsed stack (outermost frame first, ``;``-separated) its innermost match names."""
     frames = stack.split(";")
+    leaf = frames[-1]
+    if leaf.startswith(_WAITS):
+        return IDLE
+    if leaf.startswith(_LOOP_LEAVES):
+        return LOOP
     for frame in reversed(frames):
         for part, fragments in PARTS:
             if any(fragment in frame for fragment in fragments):
@@ -72,7 +92,7 @@ def _profile(server: servers.Server, url: str, body: Body, connections: int, sec
         raise SystemExit("py-spy is not installed (pip install py-spy, or the dev extra)")
     root = server.pids()[0]
     recording = subprocess.Popen(
-        [spy, "record", "--pid", str(root), "--subprocesses", "--nonblocking", "--rate", "200",
+        [spy, "record", "--pid", str(root), "--subprocesses", "--rate", str(RATE),
          "--format", "raw", "--output", str(out), "--duration", str(int(seconds))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -82,13 +102,13 @@ def _profile(server: servers.Server, url: str, body: Body, connections: int, sec
     cpu_us = (server.cpu_s() - before) / max(1, result.requests) * 1e6
     recording.wait(timeout=seconds + 30)
     counts = read_collapsed(out.read_text().splitlines()) if out.exists() else Counter()
-    total = sum(counts.values())
     print(
         f"\nc={connections} {body.kind}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-        f"server CPU {cpu_us:.0f} us/req (under the profiler), {total} samples"
+        f"server CPU {cpu_us:.0f} us/req (under the profiler), {sum(counts.values())} samples"
     )
-    for part, _ in (*PARTS, (OTHER, ())):
-        share = counts.get(part, 0) / total if total else 0.0
+    working = sum(count for part, count in counts.items() if part != IDLE) or 1
+    for part, _ in (*PARTS, (OTHER, ()), (LOOP, ())):
+        share = counts.get(part, 0) / working
         if share:
             print(f"  {part:<34} {share:6.1%}  {share * cpu_us:6.1f} us/req")
 

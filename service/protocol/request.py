@@ -47,13 +47,25 @@ class InferRequest:
     outputs: list[RequestOutput] | None = None
     raw_input: memoryview | None = None
     """Triton's raw binary request (``Inference-Header-Content-Length: 0``): the only input's bytes."""
-    may_hold_booleans: bool = False
-    """The JSON header has a ``true`` or ``false`` somewhere: numeric tensor data must be checked for
-    booleans, which numpy would silently turn into 1 and 0 (a scan only when the header has one)."""
+    body: bytes = b""
+    """The (decompressed) body; its first ``header_end`` bytes are the JSON header."""
+    header_end: int = 0
+    _booleans: bool | None = None
 
     @property
     def binary_output_default(self) -> bool:
         return self.raw_input is not None or self.parameters.get("binary_data_output") is True
+
+    @property
+    def may_hold_booleans(self) -> bool:
+        """The JSON header has a ``true`` or ``false`` somewhere: numeric tensor data given as JSON lists
+        must be checked for booleans, which numpy would silently turn into 1 and 0. Scanned on first
+        use only: float data read straight into numpy (``fast_json``) never needs it, and the scan of a
+        16 KB body costs as much as parsing it."""
+        if self._booleans is None:
+            body, end = self.body, self.header_end
+            self._booleans = body.find(b"true", 0, end) >= 0 or body.find(b"false", 0, end) >= 0
+        return self._booleans
 
 
 def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> InferRequest:
@@ -72,8 +84,8 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
         raise InvalidRequest("inference request must be a JSON object")
     binary = view[header_length:] if header_length is not None else view[len(body) :]
     request = _parse_document(document, binary)
-    end = len(body) if header_length is None else header_length
-    request.may_hold_booleans = body.find(b"true", 0, end) >= 0 or body.find(b"false", 0, end) >= 0
+    request.body = body
+    request.header_end = len(body) if header_length is None else header_length
     return request
 
 
