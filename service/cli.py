@@ -31,7 +31,10 @@ def threads_per_worker(workers: int) -> int:
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for every server process (the benchmark's bare-ASGI ceiling uses them too)."""
+    from service.http.server_protocol import CoalescingHttpToolsProtocol
+
     return {
+        "http": CoalescingHttpToolsProtocol,
         "log_level": settings.log_level.lower(),
         "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
         "access_log": False,

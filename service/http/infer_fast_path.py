@@ -26,6 +26,18 @@ from service.serving.registry import ModelRegistry
 from service.serving.repository import parse_version
 from service.settings import Settings
 
+_READ = {
+    name.encode(): name
+    for name in (
+        "authorization",
+        "content-length",
+        "content-encoding",
+        "accept-encoding",
+        "inference-header-content-length",
+    )
+}
+"""The request headers the infer path reads (the only ones it decodes)."""
+
 _TEMPLATE = "/v2/models/{model_name}/infer"
 _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
 
@@ -71,10 +83,13 @@ class InferFastPath:
     async def _infer(self, scope: HTTPScope, receive: Receive, send: Send, name: str, version: str | None) -> None:
         settings: Settings = self._state.settings
         registry: ModelRegistry = self._state.registry
-        # ASGI servers give header names in lower case; the first of repeated headers wins, as in Litestar.
+        # Only the headers this path reads. ASGI servers give header names in lower case; the first of
+        # repeated headers wins, as in Litestar.
         headers: dict[str, str] = {}
         for key, value in scope["headers"]:
-            headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+            wanted = _READ.get(key)
+            if wanted is not None and wanted not in headers:
+                headers[wanted] = value.decode("latin-1")
         try:
             if self._infer_closed:  # before the body: a refused client never gets to send it
                 self._access.authorize("infer", headers.get("authorization"))
@@ -116,7 +131,8 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
 
 
 async def _send(send: Send, status: int, body: bytes, media_type: str, extra: dict[str, str]) -> None:
-    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
+    headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
+    if extra:
+        headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -42,7 +42,11 @@ class RequestMiddleware:
         await self._handle(scope, receive, send)
 
     async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        raw_id = next((value for key, value in scope["headers"] if key == b"x-request-id"), None)
+        raw_id = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                raw_id = value
+                break
         context, token = begin_request(request_id_from(raw_id))
         header = (REQUEST_ID_HEADER.encode(), context.request_id.encode())
         status = 500
@@ -63,7 +67,8 @@ class RequestMiddleware:
                 disconnected = True
             return message
 
-        self._metrics.in_flight.inc()
+        deferred = self._metrics.deferred
+        deferred.inc(self._metrics.in_flight)
         try:
             if limited and self._in_flight >= self._max_in_flight:
                 self._metrics.rejected.labels("in_flight_limit").inc()
@@ -75,7 +80,7 @@ class RequestMiddleware:
             finally:
                 self._in_flight -= limited
         finally:
-            self._metrics.in_flight.dec()
+            deferred.inc(self._metrics.in_flight, -1.0)
             if disconnected and status >= 500:
                 # Nobody was left to answer: not the server's failure, so not counted as a 500.
                 status = CLIENT_CLOSED_REQUEST
@@ -107,13 +112,14 @@ class RequestMiddleware:
         method = scope["method"]
         # The route template, never the raw path: raw paths would make label sets unbounded.
         route = str(scope.get("path_template") or "unmatched")
+        deferred = self._metrics.deferred
         counter, histogram = self._children(method, route, status, model, version)
-        counter.inc()
-        histogram.observe(elapsed)
+        deferred.inc(counter)
+        deferred.observe(histogram, elapsed)
         if model:
             counter, histogram = self._children("", "", status, model, version)
-            counter.inc()
-            histogram.observe(elapsed)
+            deferred.inc(counter)
+            deferred.observe(histogram, elapsed)
         if not self._access_log:
             return
         log.info(

@@ -19,6 +19,7 @@ from service.protocol import compression, fast_json
 from service.protocol.datatypes import BINARY_ONLY, NUMPY
 
 HEADER_LENGTH = "inference-header-content-length"
+_PARAMETER_TYPES = (str, int, float, bool)
 _UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
@@ -76,8 +77,9 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
         return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
     view = memoryview(body)
     header = view[:header_length] if header_length is not None else body
-    # Float tensor data straight into numpy when the body allows; otherwise the general parser.
-    document = fast_json.loads(header)
+    # Float tensor data straight into numpy when the body allows; otherwise the general parser (also
+    # for a header without JSON tensor data, such as a binary request's, which it reads faster).
+    document = fast_json.loads(header) if _holds_json_data(header) else None
     if document is None:
         document = parse_json(header)
     if not isinstance(document, dict):
@@ -87,6 +89,12 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
     request.body = body
     request.header_end = len(body) if header_length is None else header_length
     return request
+
+
+def _holds_json_data(header: bytes | memoryview) -> bool:
+    if isinstance(header, memoryview):
+        header = header.tobytes()  # a binary request's header: short
+    return header.find(b'"data"') >= 0
 
 
 def parse_json(data: bytes | memoryview) -> Any:
@@ -189,7 +197,7 @@ def _parameters(raw: Any, where: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key in _UNSUPPORTED_PARAMETERS:
             raise InvalidRequest(f"{where}: shared-memory parameters are not supported")
-        if not isinstance(value, str | int | float | bool):
+        if not isinstance(value, _PARAMETER_TYPES):
             raise InvalidRequest(f"{where}: parameter {key!r} must be a string, number or boolean")
     if "binary_data_output" in raw and not isinstance(raw["binary_data_output"], bool):
         raise InvalidRequest("parameters.binary_data_output must be a boolean")

@@ -450,6 +450,10 @@ def _split(outputs: Arrays, rows: Sequence[int]) -> list[Arrays]:
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
             raise InferenceFailed(f"output '{name}' has no batch axis of {total} rows; cannot split a batch")
-    offsets = np.cumsum(rows)[:-1]
-    split = {name: np.split(array, offsets) for name, array in outputs.items()}
-    return [{name: parts[i] for name, parts in split.items()} for i in range(len(rows))]
+    parts: list[Arrays] = []
+    start = 0
+    for count in rows:
+        end = start + count
+        parts.append({name: array[start:end] for name, array in outputs.items()})
+        start = end
+    return parts

@@ -77,8 +77,8 @@ class LoadedVersion:
                 reason = "queue_full" if isinstance(exc, Overloaded) else "timeout"
                 self.metrics.rejected.labels(reason).inc()
             raise
-        if self._queue_time is not None:
-            self._queue_time.observe(outcome.queue_ns / 1e9)
+        if self._queue_time is not None and self.metrics is not None:
+            self.metrics.deferred.observe(self._queue_time, outcome.queue_ns / 1e9)
         return outcome
 
     async def _run_alone(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
@@ -94,8 +94,8 @@ class LoadedVersion:
     def observe_execution(self, rows: int, compute_ns: int) -> None:
         """One model execution (a batch or a single request): statistics and the batch-size histogram."""
         self.stats.record_execution(rows, compute_ns)
-        if self._batch_size is not None:
-            self._batch_size.observe(rows)
+        if self._batch_size is not None and self.metrics is not None:
+            self.metrics.deferred.observe(self._batch_size, rows)
 
     def observe_batch_failure(self, requests: int, error: Exception) -> None:
         """A shared batch failed and its requests rerun one by one (see the batcher's warning)."""
