@@ -15,7 +15,7 @@ import numpy as np
 from service.errors import Overloaded, RequestTimeout
 from service.ops.prometheus import ServiceMetrics
 from service.serving.admission import AdmissionGate
-from service.serving.batching import DynamicBatcher, Outcome
+from service.serving.batching import INLINE_RUN_MAX_S, DynamicBatcher, Outcome, RunCost
 from service.serving.model_config import ModelConfig
 from service.serving.repository import VersionSpec
 from service.serving.runtime import OnnxModel
@@ -43,6 +43,8 @@ class LoadedVersion:
     """Why requests run one by one although the signature would allow batching, for the config."""
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _cost: RunCost = field(default_factory=RunCost, init=False, repr=False)
+    """How long this version's runs take (see `_run_alone`)."""
     _queue_time: Any = field(default=None, init=False, repr=False)
     _batch_size: Any = field(default=None, init=False, repr=False)
 
@@ -86,8 +88,14 @@ class LoadedVersion:
         gate = self.gate or AdmissionGate(self.model.label, 1, 0, 1.0)
         async with gate.slot():
             began = time.perf_counter_ns()
-            outputs = await self.model.run(feeds)
+            expected = self._cost.estimate_ns(rows)
+            if expected is not None and expected <= INLINE_RUN_MAX_S * 1e9:
+                # Measured to be short: on the event loop, as the batcher does (see service.serving.batching).
+                outputs = self.model.run_sync(feeds)
+            else:
+                outputs = await self.model.run(feeds)
             elapsed = time.perf_counter_ns() - began
+            self._cost.observe(rows, elapsed)
         self.observe_execution(rows, elapsed)
         return Outcome(outputs, began - enqueued, elapsed)
 
