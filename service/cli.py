@@ -31,7 +31,7 @@ def threads_per_worker(workers: int) -> int:
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for every server process (the benchmark's bare-ASGI ceiling uses them too)."""
-    from service.http.server_protocol import CoalescingHttpToolsProtocol
+    from service.ops.server_protocol import CoalescingHttpToolsProtocol
 
     return {
         "http": CoalescingHttpToolsProtocol,

@@ -22,6 +22,8 @@ log = logging.getLogger("service.access")
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded (never sent) for a request whose client went away before its answer, as nginx logs it."""
 
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
+
 # Probes and scrapes must answer even when the server is saturated.
 _UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
 
@@ -48,7 +50,7 @@ class RequestMiddleware:
                 raw_id = value
                 break
         context, token = begin_request(request_id_from(raw_id))
-        header = (REQUEST_ID_HEADER.encode(), context.request_id.encode())
+        header = (_REQUEST_ID_NAME, context.request_id.encode())
         status = 500
         disconnected = False
         limited = not scope["path"].startswith(_UNLIMITED_PREFIXES)
@@ -114,12 +116,10 @@ class RequestMiddleware:
         route = str(scope.get("path_template") or "unmatched")
         deferred = self._metrics.deferred
         counter, histogram = self._children(method, route, status, model, version)
-        deferred.inc(counter)
-        deferred.observe(histogram, elapsed)
+        deferred.count(counter, histogram, elapsed)
         if model:
             counter, histogram = self._children("", "", status, model, version)
-            deferred.inc(counter)
-            deferred.observe(histogram, elapsed)
+            deferred.count(counter, histogram, elapsed)
         if not self._access_log:
             return
         log.info(

@@ -101,6 +101,21 @@ class Deferred:
         else:
             values.append(value)
 
+    def count(self, counter: Any, histogram: Any, value: float) -> None:
+        """``counter.inc()`` and ``histogram.observe(value)``: one event counted and measured."""
+        pending = self._pending()
+        if pending is None:
+            counter.inc()
+            histogram.observe(value)
+            return
+        amounts = pending.amounts
+        amounts[counter] = amounts.get(counter, 0.0) + 1.0
+        values = pending.observed.get(histogram)
+        if values is None:
+            pending.observed[histogram] = [value]
+        else:
+            values.append(value)
+
     def flush(self) -> None:
         """Apply this thread's pending updates now (a scrape, shutdown)."""
         _apply(self._local)

@@ -45,7 +45,13 @@ async def test_updates_on_the_event_loop_wait_and_a_scrape_applies_them_first() 
     metrics.deferred.inc(metrics.in_flight)
     metrics.deferred.inc(metrics.in_flight, -1.0)
     metrics.deferred.observe(metrics.batch_size.labels("m", "1"), 4)
+    inference = (metrics.inference_requests.labels("m", "1", "200"), metrics.inference_latency.labels("m", "1"))
+    metrics.deferred.count(*inference, 0.002)
+    metrics.deferred.count(*inference, 0.2)
     text = metrics.exposition().decode()
+    assert 'weightserve_inference_requests_total{model="m",status="200",version="1"} 2.0' in text
+    assert 'weightserve_inference_request_duration_seconds_bucket{le="0.0025",model="m",version="1"} 1.0' in text
+    assert 'weightserve_inference_request_duration_seconds_sum{model="m",version="1"} 0.202' in text
     assert 'weightserve_http_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"} 3.0' in text
     assert "weightserve_http_requests_in_flight 0.0" in text
     assert 'weightserve_batch_size_bucket{le="4.0",model="m",version="1"} 1.0' in text

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from service.http.server_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from service.ops.server_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
 from tests.server import free_port
 
 
