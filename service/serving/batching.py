@@ -57,31 +57,37 @@ class BatchPolicy:
 
 
 class RunCost:
-    """How long a run of n rows takes, learned from the runs so far: a moving average of the time per
-    row for each power-of-two range of row counts (a batch costs less per row than a single request)."""
+    """How long a run takes, learned from the runs so far: a moving average of the time per input
+    element for each power-of-two range of element counts (a batch costs less per element than a single
+    request). Elements, not rows: a row of a sequence model may be ten tokens or ten thousand."""
 
     _WEIGHT = 0.2
 
     def __init__(self) -> None:
-        self._per_row: dict[int, float] = {}
+        self._per_element: dict[int, float] = {}
 
-    def observe(self, rows: int, elapsed_ns: int) -> None:
-        bucket = rows.bit_length()
-        rate = elapsed_ns / max(1, rows)
-        known = self._per_row.get(bucket)
-        self._per_row[bucket] = rate if known is None else known + (rate - known) * self._WEIGHT
+    def observe(self, elements: int, elapsed_ns: int) -> None:
+        bucket = elements.bit_length()
+        rate = elapsed_ns / max(1, elements)
+        known = self._per_element.get(bucket)
+        self._per_element[bucket] = rate if known is None else known + (rate - known) * self._WEIGHT
 
-    def estimate_ns(self, rows: int) -> float | None:
-        """The expected run time, or None when no run of as many rows or fewer has been seen. Where only
-        smaller runs are known their time per row is used, which overestimates (the safe side)."""
-        bucket = rows.bit_length()
-        rate = self._per_row.get(bucket)
+    def estimate_ns(self, elements: int) -> float | None:
+        """The expected run time, or None when no run of as many elements or fewer has been seen. Where
+        only smaller runs are known their time per element is used, which overestimates (the safe side)."""
+        bucket = elements.bit_length()
+        rate = self._per_element.get(bucket)
         if rate is None:
-            smaller = [known for known in self._per_row if known < bucket]
+            smaller = [known for known in self._per_element if known < bucket]
             if not smaller:
                 return None
-            rate = self._per_row[max(smaller)]
-        return rate * max(1, rows)
+            rate = self._per_element[max(smaller)]
+        return rate * max(1, elements)
+
+
+def elements(feeds: Arrays) -> int:
+    """Input elements of a run, the measure of its cost (see `RunCost`)."""
+    return sum(array.size for array in feeds.values())
 
 
 @dataclass(slots=True)
@@ -229,7 +235,7 @@ class DynamicBatcher:
         if self._closed:
             raise ModelNotReady(f"{self._label} is unloading")
         if not self._busy and not self._pending and self._policy.max_queue_delay_s <= 0:
-            if self._runs_inline(rows):
+            if self._runs_inline(elements(feeds)):
                 return await self._gather_and_run(feeds, rows)
             return await self._run_now(feeds, rows)
         if len(self._pending) >= self._policy.max_queue_size:
@@ -240,10 +246,10 @@ class DynamicBatcher:
             self._wakeup.set()
         return await future
 
-    def _runs_inline(self, rows: int) -> bool:
+    def _runs_inline(self, size: int) -> bool:
         if self._inline is None:
             return False
-        expected = self._cost.estimate_ns(rows)
+        expected = self._cost.estimate_ns(size)
         return expected is not None and expected <= self._inline_max_ns
 
     async def _gather_and_run(self, feeds: Arrays, rows: int) -> Outcome:
@@ -432,14 +438,15 @@ class DynamicBatcher:
             item.future.set_result(Outcome(outputs, started - item.enqueued, compute_ns))
 
     async def _timed(self, feeds: Arrays, rows: int) -> tuple[Arrays, int]:
+        size = elements(feeds)
         began = time.perf_counter_ns()
-        if self._runs_inline(rows):
+        if self._runs_inline(size):
             assert self._inline is not None
             outputs = self._inline(feeds)
         else:
             outputs = await self._run(feeds)
         elapsed = time.perf_counter_ns() - began
-        self._cost.observe(rows, elapsed)
+        self._cost.observe(size, elapsed)
         if self._observer is not None:
             self._observer(rows, elapsed)
         return outputs, elapsed

@@ -15,7 +15,7 @@ import numpy as np
 from service.errors import Overloaded, RequestTimeout
 from service.ops.prometheus import ServiceMetrics
 from service.serving.admission import AdmissionGate
-from service.serving.batching import INLINE_RUN_MAX_S, DynamicBatcher, Outcome, RunCost
+from service.serving.batching import INLINE_RUN_MAX_S, DynamicBatcher, Outcome, RunCost, elements
 from service.serving.model_config import ModelConfig
 from service.serving.repository import VersionSpec
 from service.serving.runtime import OnnxModel
@@ -88,14 +88,15 @@ class LoadedVersion:
         gate = self.gate or AdmissionGate(self.model.label, 1, 0, 1.0)
         async with gate.slot():
             began = time.perf_counter_ns()
-            expected = self._cost.estimate_ns(rows)
+            size = elements(feeds)
+            expected = self._cost.estimate_ns(size)
             if expected is not None and expected <= INLINE_RUN_MAX_S * 1e9:
                 # Measured to be short: on the event loop, as the batcher does (see service.serving.batching).
                 outputs = self.model.run_sync(feeds)
             else:
                 outputs = await self.model.run(feeds)
             elapsed = time.perf_counter_ns() - began
-            self._cost.observe(rows, elapsed)
+            self._cost.observe(size, elapsed)
         self.observe_execution(rows, elapsed)
         return Outcome(outputs, began - enqueued, elapsed)
 

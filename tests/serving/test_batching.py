@@ -518,12 +518,27 @@ async def test_a_run_measured_as_too_long_for_the_event_loop_goes_back_to_the_th
     await batcher.aclose()
 
 
-def test_run_cost_estimates_from_the_same_or_smaller_batches_only() -> None:
+def test_run_cost_estimates_from_the_same_or_smaller_runs_only() -> None:
     cost = RunCost()
     assert cost.estimate_ns(1) is None
     cost.observe(1, 1000)
     assert cost.estimate_ns(1) == 1000
-    assert cost.estimate_ns(8) == 8000  # per row of the single runs: an overestimate for a batch
+    assert cost.estimate_ns(8) == 8000  # per element of the small runs: an overestimate for a batch
     cost.observe(8, 2000)
     assert cost.estimate_ns(8) == 2000
-    assert cost.estimate_ns(0) is None  # an empty batch: nothing that small was measured
+    assert cost.estimate_ns(0) is None  # an empty run: nothing that small was measured
+
+
+async def test_a_request_much_larger_than_those_measured_goes_to_the_thread() -> None:
+    model = BlockingFake()
+    # Runs of 3 elements are measured within the limit; a request of 3 million elements is estimated from
+    # their time per element, over the limit: it must not stall the event loop.
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=8, inline_run_max_s=0.5), "fake")
+    batcher.start()
+    for value in (1.0, 2.0, 3.0):
+        await batcher.submit({"x": rows(value)}, 1)
+    assert model.threads[1:] == [threading.current_thread().name] * 2
+    big = np.zeros((1, 3_000_000), dtype=np.float32)
+    await batcher.submit({"x": big}, 1)
+    assert model.threads[-1] == "infer fake"
+    await batcher.aclose()
