@@ -10,12 +10,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 
 from service.errors import Overloaded, RequestTimeout
 from service.ops.prometheus import ServiceMetrics
+from service.serving import batching
 from service.serving.admission import AdmissionGate
-from service.serving.batching import INLINE_RUN_MAX_S, DynamicBatcher, Outcome, RunCost, elements
+from service.serving.batching import DynamicBatcher, Outcome, RunCost, elements, timed_call
 from service.serving.model_config import ModelConfig
 from service.serving.repository import VersionSpec
 from service.serving.runtime import OnnxModel
@@ -90,13 +92,13 @@ class LoadedVersion:
             began = time.perf_counter_ns()
             size = elements(feeds)
             expected = self._cost.estimate_ns(size)
-            if expected is not None and expected <= INLINE_RUN_MAX_S * 1e9:
+            if expected is not None and expected <= batching.INLINE_RUN_MAX_S * 1e9:
                 # Measured to be short: on the event loop, as the batcher does (see service.serving.batching).
-                outputs = self.model.run_sync(feeds)
+                outputs, run_ns = timed_call(self.model.run_sync, feeds)
             else:
-                outputs = await self.model.run(feeds)
+                outputs, run_ns = await anyio.to_thread.run_sync(timed_call, self.model.run_sync, feeds)
             elapsed = time.perf_counter_ns() - began
-            self._cost.observe(size, elapsed)
+            self._cost.observe(size, run_ns)
         self.observe_execution(rows, elapsed)
         return Outcome(outputs, began - enqueued, elapsed)
 
