@@ -169,8 +169,11 @@ class DynamicBatcher:
     its own task, sparing it the hops through the runner. When its run is cheap enough to execute on
     the event loop, it first lets the loop finish one pass, so that the requests whose bytes arrived
     together with it (their tasks are already scheduled) join its batch; alone, that costs one loop
-    pass, about a microsecond. A longer run starts at once on the inference thread. Requests that
-    arrive while a run is going on queue, and the runner takes them as the next batch.
+    pass, about a microsecond. If company came, it waits one pass more for the requests read during
+    the first (measured: at 8 connections on 2 workers the mean batch goes from 1.7 to 3 and the CPU
+    per request down by a seventh; more passes did not help). A longer run starts at once on the
+    inference thread. Requests that arrive while a run is going on queue, and the runner takes them
+    as the next batch.
     """
 
     def __init__(
@@ -255,12 +258,15 @@ class DynamicBatcher:
         return expected is not None and expected <= self._inline_max_ns
 
     async def _gather_and_run(self, feeds: Arrays, rows: int) -> Outcome:
-        """The idle path of a cheap run: one loop pass for company, then this request's batch runs here."""
+        """The idle path of a cheap run: a loop pass or two for company, then this request's batch runs here."""
         own = _Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), asyncio.get_running_loop().create_future())
         self._pending.appendleft(own)
         self._set_busy(True)
         try:
             await asyncio.sleep(0)
+            if len(self._pending) > 1:
+                # Company came: the requests that arrived during that pass are one more pass away.
+                await asyncio.sleep(0)
             batch = self._take()
             if batch:
                 await self._execute(batch)
