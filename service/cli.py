@@ -31,16 +31,19 @@ def threads_per_worker(workers: int) -> int:
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for every server process (the benchmark's bare-ASGI ceiling uses them too)."""
-    from service.ops.server_protocol import CoalescingHttpToolsProtocol
-
-    return {
-        "http": CoalescingHttpToolsProtocol,
+    options: dict[str, Any] = {
         "log_level": settings.log_level.lower(),
         "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
         "access_log": False,
         # The service reads no client address; parsing X-Forwarded-* would cost every request.
         "proxy_headers": False,
     }
+    try:  # httptools comes with uvicorn[standard]; without it uvicorn's own choice stands
+        from service.ops.server_protocol import CoalescingHttpToolsProtocol
+    except ImportError:
+        return options
+    options["http"] = CoalescingHttpToolsProtocol
+    return options
 
 
 def _serve(argv: list[str]) -> int:
