@@ -100,3 +100,10 @@ def weightserve(repository: Path, log: Path, workers: int | None, extra_env: dic
     if workers is not None:
         argv += ["--workers", str(workers)]
     return Server("weightserve", argv, port, "/v2/health/ready", log, extra_env)
+
+
+def ceiling(log: Path, workers: int) -> Server:
+    """The bare-ASGI ceiling (``bench/ceiling.py``) with weightserve's server options and worker count."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--workers", str(workers)]
+    return Server("bare-asgi", argv, port, "/ready", log)

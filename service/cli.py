@@ -7,7 +7,10 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 # Subcommand -> module whose ``main(argv)`` runs it; imported lazily so `serve` never needs torch.
 _DELEGATES = {
@@ -24,6 +27,23 @@ def threads_per_worker(workers: int) -> int:
     from service.settings import available_cores
 
     return max(1, available_cores() // workers)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for every server process (the benchmark's bare-ASGI ceiling uses them too)."""
+    options: dict[str, Any] = {
+        "log_level": settings.log_level.lower(),
+        "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
+        "access_log": False,
+        # The service reads no client address; parsing X-Forwarded-* would cost every request.
+        "proxy_headers": False,
+    }
+    try:  # httptools comes with uvicorn[standard]; without it uvicorn's own choice stands
+        from service.ops.server_protocol import CoalescingHttpToolsProtocol
+    except ImportError:
+        return options
+    options["http"] = CoalescingHttpToolsProtocol
+    return options
 
 
 def _serve(argv: list[str]) -> int:
@@ -64,13 +84,7 @@ def _serve(argv: list[str]) -> int:
     from service.ops.shutdown import exit_zero_after_graceful_stop
     from service.ops.supervisor import Supervisor, serve_one
 
-    options: dict[str, Any] = {
-        "log_level": settings.log_level.lower(),
-        "timeout_graceful_shutdown": int(settings.drain_timeout_s) or None,
-        "access_log": False,
-        # The service reads no client address; parsing X-Forwarded-* would cost every request.
-        "proxy_headers": False,
-    }
+    options = server_options(settings)
     exit_zero_after_graceful_stop()
     with shared_across_workers(settings.workers):
         if settings.workers > 1:

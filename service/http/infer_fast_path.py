@@ -26,8 +26,24 @@ from service.serving.registry import ModelRegistry
 from service.serving.repository import parse_version
 from service.settings import Settings
 
+_READ = {
+    name.encode(): name
+    for name in (
+        "authorization",
+        "content-length",
+        "content-encoding",
+        "accept-encoding",
+        "inference-header-content-length",
+    )
+}
+"""The request headers the infer path reads (the only ones it decodes)."""
+
 _TEMPLATE = "/v2/models/{model_name}/infer"
 _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
+
+
+CLIENT_CLOSED = 499
+"""Status recorded (never sent) for a request whose client went away before its answer, as nginx logs it."""
 
 
 class _Disconnected(Exception):
@@ -62,19 +78,32 @@ class InferFastPath:
         if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
             target = infer_target(scope["path"])
             if target is not None:
-                name, version = target
-                scope["path_template"] = _TEMPLATE if version is None else _VERSIONED_TEMPLATE
-                await self._infer(scope, receive, send, name, version)
+                await self.answer(scope, receive, send, target)
                 return
         await self._app(scope, receive, send)
 
-    async def _infer(self, scope: HTTPScope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+    async def answer(
+        self,
+        scope: HTTPScope,
+        receive: Receive,
+        send: Send,
+        target: tuple[str, str | None],
+        extra_header: tuple[bytes, bytes] | None = None,
+    ) -> int:
+        """Answer one infer request (``target`` from `infer_target`); the status sent, or
+        ``CLIENT_CLOSED`` when the client went away before its body arrived. ``extra_header`` goes
+        into the response as it is (the request middleware's ``X-Request-ID``, without a wrapper)."""
+        name, version = target
+        scope["path_template"] = _TEMPLATE if version is None else _VERSIONED_TEMPLATE
         settings: Settings = self._state.settings
         registry: ModelRegistry = self._state.registry
-        # ASGI servers give header names in lower case; the first of repeated headers wins, as in Litestar.
+        # Only the headers this path reads. ASGI servers give header names in lower case; the first of
+        # repeated headers wins, as in Litestar.
         headers: dict[str, str] = {}
         for key, value in scope["headers"]:
-            headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+            wanted = _READ.get(key)
+            if wanted is not None and wanted not in headers:
+                headers[wanted] = value.decode("latin-1")
         try:
             if self._infer_closed:  # before the body: a refused client never gets to send it
                 self._access.authorize("infer", headers.get("authorization"))
@@ -82,12 +111,13 @@ class InferFastPath:
             number = None if version is None else parse_version(version)
             encoded = await inference.infer(registry, settings, name, number, body, headers)
         except _Disconnected:
-            return
+            return CLIENT_CLOSED
         except Exception as exc:
             status, error, extra = error_response(exc, scope["method"], scope["path"])
-            await _send(send, status, orjson.dumps(error), "application/json", extra)
-            return
-        await _send(send, 200, encoded.body, encoded.media_type, encoded.headers)
+            await _send(send, status, orjson.dumps(error), "application/json", extra, extra_header)
+            return status
+        await _send(send, 200, encoded.body, encoded.media_type, encoded.headers, extra_header)
+        return 200
 
 
 async def _read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
@@ -115,8 +145,18 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send(send: Send, status: int, body: bytes, media_type: str, extra: dict[str, str]) -> None:
-    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    media_type: str,
+    extra: dict[str, str],
+    extra_header: tuple[bytes, bytes] | None,
+) -> None:
+    headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
+    if extra:
+        headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
+    if extra_header is not None:
+        headers.append(extra_header)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

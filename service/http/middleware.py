@@ -14,13 +14,15 @@ import orjson
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
+from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, infer_target
 from service.ops.logs import REQUEST_ID_HEADER, begin_request, end_request, request_id_from
 from service.ops.prometheus import ServiceMetrics
 
 log = logging.getLogger("service.access")
 
-CLIENT_CLOSED_REQUEST = 499
-"""Status recorded (never sent) for a request whose client went away before its answer, as nginx logs it."""
+CLIENT_CLOSED_REQUEST = CLIENT_CLOSED
+
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
 
 # Probes and scrapes must answer even when the server is saturated.
 _UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
@@ -33,18 +35,60 @@ class RequestMiddleware:
         self._max_in_flight = max_in_flight
         self._access_log = access_log
         self._in_flight = 0
+        # Infer requests go straight to the infer path when it is the next layer (see `_infer`).
+        self._direct = app if isinstance(app, InferFastPath) else None
         self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
+        if self._direct is not None and scope["method"] == "POST":
+            target = infer_target(scope["path"])
+            if target is not None:
+                await self._infer(scope, receive, send, self._direct, target)
+                return
         await self._handle(scope, receive, send)
 
-    async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        raw_id = next((value for key, value in scope["headers"] if key == b"x-request-id"), None)
+    async def _infer(
+        self, scope: HTTPScope, receive: Receive, send: Send, direct: InferFastPath, target: tuple[str, str | None]
+    ) -> None:
+        """An infer request, handed to the infer path directly: the same request id, limit, metrics and
+        log line as `_handle` gives every request, without wrapping ``send`` and ``receive``."""
+        raw_id = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                raw_id = value
+                break
         context, token = begin_request(request_id_from(raw_id))
-        header = (REQUEST_ID_HEADER.encode(), context.request_id.encode())
+        header = (_REQUEST_ID_NAME, context.request_id.encode())
+        status = 500
+        deferred = self._metrics.deferred
+        deferred.inc(self._metrics.in_flight)
+        try:
+            if self._in_flight >= self._max_in_flight:
+                self._metrics.rejected.labels("in_flight_limit").inc()
+                await _overloaded(send, self._max_in_flight, header)
+                status = 503
+                return
+            self._in_flight += 1
+            try:
+                status = await direct.answer(scope, receive, send, target, header)
+            finally:
+                self._in_flight -= 1
+        finally:
+            deferred.inc(self._metrics.in_flight, -1.0)
+            self._record(scope, context.started, status, context.model, context.version)
+            end_request(token)
+
+    async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        raw_id = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                raw_id = value
+                break
+        context, token = begin_request(request_id_from(raw_id))
+        header = (_REQUEST_ID_NAME, context.request_id.encode())
         status = 500
         disconnected = False
         limited = not scope["path"].startswith(_UNLIMITED_PREFIXES)
@@ -63,7 +107,8 @@ class RequestMiddleware:
                 disconnected = True
             return message
 
-        self._metrics.in_flight.inc()
+        deferred = self._metrics.deferred
+        deferred.inc(self._metrics.in_flight)
         try:
             if limited and self._in_flight >= self._max_in_flight:
                 self._metrics.rejected.labels("in_flight_limit").inc()
@@ -75,7 +120,7 @@ class RequestMiddleware:
             finally:
                 self._in_flight -= limited
         finally:
-            self._metrics.in_flight.dec()
+            deferred.inc(self._metrics.in_flight, -1.0)
             if disconnected and status >= 500:
                 # Nobody was left to answer: not the server's failure, so not counted as a 500.
                 status = CLIENT_CLOSED_REQUEST
@@ -107,13 +152,12 @@ class RequestMiddleware:
         method = scope["method"]
         # The route template, never the raw path: raw paths would make label sets unbounded.
         route = str(scope.get("path_template") or "unmatched")
+        deferred = self._metrics.deferred
         counter, histogram = self._children(method, route, status, model, version)
-        counter.inc()
-        histogram.observe(elapsed)
+        deferred.count(counter, histogram, elapsed)
         if model:
             counter, histogram = self._children("", "", status, model, version)
-            counter.inc()
-            histogram.observe(elapsed)
+            deferred.count(counter, histogram, elapsed)
         if not self._access_log:
             return
         log.info(
@@ -125,17 +169,14 @@ class RequestMiddleware:
         )
 
 
-async def _overloaded(send: Send, limit: int) -> None:
+async def _overloaded(send: Send, limit: int, extra_header: tuple[bytes, bytes] | None = None) -> None:
     body = orjson.dumps({"error": f"server is overloaded ({limit} requests in flight); retry later"})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+    ]
+    if extra_header is not None:
+        headers.append(extra_header)
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

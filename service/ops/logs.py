@@ -25,10 +25,18 @@ REQUEST_ID_HEADER = "x-request-id"
 AUDIT_LOGGER = "service.audit"
 """Audit lines (every export and admin call); written whatever the service's log level."""
 
-# Generated ids: random per process start, then a counter. uuid4 reads the OS's random source on
-# every call, which showed up as several per cent of a small request's CPU.
-_ID_PREFIX = secrets.token_hex(4)
+# Generated ids: random per process start and the process id, then a counter. uuid4 reads the OS's
+# random source on every call, which showed up as several per cent of a small request's CPU; so did
+# os.getpid(), a system call each time, so the prefix is built once per process (again after a fork).
 _ID_SEQUENCE = itertools.count(1)
+
+
+def _id_prefix() -> str:
+    return f"{secrets.token_hex(4)}{os.getpid() & 0xFFFFFFFF:08x}"
+
+
+_id_prefix_now = [_id_prefix()]
+os.register_at_fork(after_in_child=lambda: _id_prefix_now.__setitem__(0, _id_prefix()))
 
 # An incoming id is echoed into headers and logs, so only plain tokens are accepted.
 _VALID_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
@@ -55,7 +63,7 @@ def request_id_from(raw: bytes | None) -> str:
         text = raw.decode("latin-1")
         if _VALID_ID.fullmatch(text):
             return text
-    return f"{_ID_PREFIX}{os.getpid() & 0xFFFFFFFF:08x}{next(_ID_SEQUENCE) & (2**64 - 1):016x}"
+    return f"{_id_prefix_now[0]}{next(_ID_SEQUENCE) & (2**64 - 1):016x}"
 
 
 def begin_request(request_id: str) -> tuple[RequestContext, contextvars.Token[RequestContext | None]]:

@@ -57,8 +57,17 @@ def triton_config_type(datatype: str) -> str:
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
+# Native-order numpy dtype -> V2 datatype, for the common case of `datatype_of` (one dict lookup).
+_BY_DTYPE: Final[dict[np.dtype[np.generic], str]] = {
+    dtype.newbyteorder("="): name for name, dtype in NUMPY.items() if name not in ("BYTES", "BF16")
+}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The V2 datatype of an output array (strings come back from onnxruntime as objects)."""
+    known = _BY_DTYPE.get(array.dtype)
+    if known is not None:
+        return known
     if array.dtype == np.object_ or array.dtype.kind in "US":
         return "BYTES"
     if array.dtype == NUMPY["BF16"]:

@@ -31,7 +31,7 @@ def decode_inputs(
             )
         if tensor.name in feeds:
             raise InvalidInput(f"input '{tensor.name}' is given more than once")
-        feeds[tensor.name] = _decode_one(tensor, spec, model_name, max_elements, request.may_hold_booleans)
+        feeds[tensor.name] = _decode_one(tensor, spec, model_name, max_elements, request)
     missing = [name for name in by_name if name not in feeds]
     if missing:
         raise InvalidInput(f"model '{model_name}' expects inputs {missing} which the request does not give")
@@ -53,7 +53,7 @@ def check_shape(name: str, shape: Sequence[int], spec: TensorSpec, model_name: s
 
 
 def _decode_one(
-    tensor: RequestInput, spec: TensorSpec, model_name: str, max_elements: int, may_hold_booleans: bool
+    tensor: RequestInput, spec: TensorSpec, model_name: str, max_elements: int, request: InferRequest
 ) -> np.ndarray:
     if tensor.datatype != spec.datatype:
         raise InvalidInput(
@@ -69,7 +69,7 @@ def _decode_one(
         )
     if tensor.raw is not None:
         return _from_binary(tensor, count)
-    return _from_json(tensor, count, may_hold_booleans)
+    return _from_json(tensor, count, request)
 
 
 def _from_binary(tensor: RequestInput, count: int) -> np.ndarray:
@@ -110,7 +110,7 @@ def _bytes_elements(raw: memoryview, count: int, name: str) -> np.ndarray:
     return out
 
 
-def _from_json(tensor: RequestInput, count: int, may_hold_booleans: bool) -> np.ndarray:
+def _from_json(tensor: RequestInput, count: int, request: InferRequest) -> np.ndarray:
     data = tensor.data
     if not isinstance(data, list | np.ndarray):  # an ndarray: float data already read by fast_json
         data = [data]
@@ -120,7 +120,7 @@ def _from_json(tensor: RequestInput, count: int, may_hold_booleans: bool) -> np.
         elif tensor.datatype == "BOOL":
             array = _json_bool(data, tensor.name)
         else:
-            array = _json_numbers(data, tensor.datatype, tensor.name, may_hold_booleans)
+            array = _json_numbers(data, tensor.datatype, tensor.name, request)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"input '{tensor.name}': data cannot be read as {tensor.datatype} "
@@ -133,14 +133,14 @@ def _from_json(tensor: RequestInput, count: int, may_hold_booleans: bool) -> np.
     return array.reshape(tensor.shape)
 
 
-def _json_numbers(data: Any, datatype: str, name: str, may_hold_booleans: bool) -> np.ndarray:
+def _json_numbers(data: Any, datatype: str, name: str, request: InferRequest) -> np.ndarray:
     """Numbers only, as Triton does: ``null``, strings and booleans are refused, never turned into
     NaN, parsed, or counted as 1 and 0; integers are checked, not silently truncated or wrapped."""
     if isinstance(data, np.ndarray):
         loose = data
     else:
         loose = np.asarray(data)
-        if loose.dtype.kind not in "iuf" or (may_hold_booleans and _holds_boolean(data)):
+        if loose.dtype.kind not in "iuf" or (request.may_hold_booleans and _holds_boolean(data)):
             raise InvalidInput(f"input '{name}': {datatype} data must be numbers (no null, strings or booleans)")
     target = NUMPY[datatype]
     if target.kind == "f":

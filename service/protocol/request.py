@@ -19,6 +19,7 @@ from service.protocol import compression, fast_json
 from service.protocol.datatypes import BINARY_ONLY, NUMPY
 
 HEADER_LENGTH = "inference-header-content-length"
+_PARAMETER_TYPES = (str, int, float, bool)
 _UNSUPPORTED_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
@@ -47,13 +48,25 @@ class InferRequest:
     outputs: list[RequestOutput] | None = None
     raw_input: memoryview | None = None
     """Triton's raw binary request (``Inference-Header-Content-Length: 0``): the only input's bytes."""
-    may_hold_booleans: bool = False
-    """The JSON header has a ``true`` or ``false`` somewhere: numeric tensor data must be checked for
-    booleans, which numpy would silently turn into 1 and 0 (a scan only when the header has one)."""
+    body: bytes = b""
+    """The (decompressed) body; its first ``header_end`` bytes are the JSON header."""
+    header_end: int = 0
+    _booleans: bool | None = None
 
     @property
     def binary_output_default(self) -> bool:
         return self.raw_input is not None or self.parameters.get("binary_data_output") is True
+
+    @property
+    def may_hold_booleans(self) -> bool:
+        """The JSON header has a ``true`` or ``false`` somewhere: numeric tensor data given as JSON lists
+        must be checked for booleans, which numpy would silently turn into 1 and 0. Scanned on first
+        use only: float data read straight into numpy (``fast_json``) never needs it, and the scan of a
+        16 KB body costs as much as parsing it."""
+        if self._booleans is None:
+            body, end = self.body, self.header_end
+            self._booleans = body.find(b"true", 0, end) >= 0 or body.find(b"false", 0, end) >= 0
+        return self._booleans
 
 
 def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> InferRequest:
@@ -64,17 +77,24 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
         return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
     view = memoryview(body)
     header = view[:header_length] if header_length is not None else body
-    # Float tensor data straight into numpy when the body allows; otherwise the general parser.
-    document = fast_json.loads(header)
+    # Float tensor data straight into numpy when the body allows; otherwise the general parser (also
+    # for a header without JSON tensor data, such as a binary request's, which it reads faster).
+    document = fast_json.loads(header) if _holds_json_data(header) else None
     if document is None:
         document = parse_json(header)
     if not isinstance(document, dict):
         raise InvalidRequest("inference request must be a JSON object")
     binary = view[header_length:] if header_length is not None else view[len(body) :]
     request = _parse_document(document, binary)
-    end = len(body) if header_length is None else header_length
-    request.may_hold_booleans = body.find(b"true", 0, end) >= 0 or body.find(b"false", 0, end) >= 0
+    request.body = body
+    request.header_end = len(body) if header_length is None else header_length
     return request
+
+
+def _holds_json_data(header: bytes | memoryview) -> bool:
+    if isinstance(header, memoryview):
+        header = header.tobytes()  # a binary request's header: short
+    return header.find(b'"data"') >= 0
 
 
 def parse_json(data: bytes | memoryview) -> Any:
@@ -177,7 +197,7 @@ def _parameters(raw: Any, where: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key in _UNSUPPORTED_PARAMETERS:
             raise InvalidRequest(f"{where}: shared-memory parameters are not supported")
-        if not isinstance(value, str | int | float | bool):
+        if not isinstance(value, _PARAMETER_TYPES):
             raise InvalidRequest(f"{where}: parameter {key!r} must be a string, number or boolean")
     if "binary_data_output" in raw and not isinstance(raw["binary_data_output"], bool):
         raise InvalidRequest("parameters.binary_data_output must be a boolean")

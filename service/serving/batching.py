@@ -1,9 +1,16 @@
 """Dynamic batching: requests that arrive while a batch runs are stacked into the next one.
 
 Knows nothing of ONNX or HTTP: it is built with an async ``run`` callable over named arrays whose
-first axis is the batch axis. Each request has its own future and gets exactly its own rows back;
-a failing batch is logged, counted and retried request by request, so one bad request never fails its
-neighbours.
+first axis is the batch axis (and, for a blocking run, the blocking callable too). Each request has
+its own future and gets exactly its own rows back; a failing batch is logged, counted and retried
+request by request, so one bad request never fails its neighbours.
+
+Where a run executes. A blocking run that has been measured to take less than
+``BatchPolicy.inline_run_max_s`` for the rows at hand runs on the event loop itself: handing it to a
+thread and back costs two wake-ups, a GIL hand-over and a self-pipe write, more than a small model's
+whole run, and on a machine whose cores are all busy serving there is no idle core for the thread to
+win. Longer runs (and runs not measured yet) go to the batcher's own inference thread, so the event
+loop keeps reading requests, probes included, while they compute.
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ FailureObserver = Callable[[int, Exception], None]
 """Called when a shared batch fails, with (requests in it, the error), before they rerun one by one."""
 
 
+INLINE_RUN_MAX_S = 0.001
+"""Longest run (as measured) that may execute on the event loop: a millisecond's pause in reading
+requests is far below any client's timeout and the latency of a probe."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     max_batch_size: int = 64
@@ -40,6 +52,43 @@ class BatchPolicy:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int = 256
     timeout_s: float = 30.0
+    inline_run_max_s: float | None = None
+    """Blocking runs expected to be shorter run on the event loop (0: always on the inference thread;
+    None: ``INLINE_RUN_MAX_S`` as it is when the batcher is built)."""
+
+
+class RunCost:
+    """How long a run takes, learned from the runs so far: a moving average of the time per input
+    element for each power-of-two range of element counts (a batch costs less per element than a single
+    request). Elements, not rows: a row of a sequence model may be ten tokens or ten thousand."""
+
+    _WEIGHT = 0.2
+
+    def __init__(self) -> None:
+        self._per_element: dict[int, float] = {}
+
+    def observe(self, elements: int, elapsed_ns: int) -> None:
+        bucket = elements.bit_length()
+        rate = elapsed_ns / max(1, elements)
+        known = self._per_element.get(bucket)
+        self._per_element[bucket] = rate if known is None else known + (rate - known) * self._WEIGHT
+
+    def estimate_ns(self, elements: int) -> float | None:
+        """The expected run time, or None when no run of as many elements or fewer has been seen. Where
+        only smaller runs are known their time per element is used, which overestimates (the safe side)."""
+        bucket = elements.bit_length()
+        rate = self._per_element.get(bucket)
+        if rate is None:
+            smaller = [known for known in self._per_element if known < bucket]
+            if not smaller:
+                return None
+            rate = self._per_element[max(smaller)]
+        return rate * max(1, elements)
+
+
+def elements(feeds: Arrays) -> int:
+    """Input elements of a run, the measure of its cost (see `RunCost`)."""
+    return sum(array.size for array in feeds.values())
 
 
 @dataclass(slots=True)
@@ -116,9 +165,15 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 class DynamicBatcher:
     """One runner task per model version; one execution at a time.
 
-    A request that finds the batcher idle (nothing running, nothing queued, no queue delay) runs
-    at once in its own task, which spares it two event-loop hops through the runner; requests that
-    arrive meanwhile queue and the runner takes them as the next batch.
+    A request that finds the batcher idle (nothing running, nothing queued, no queue delay) runs in
+    its own task, sparing it the hops through the runner. When its run is cheap enough to execute on
+    the event loop, it first lets the loop finish one pass, so that the requests whose bytes arrived
+    together with it (their tasks are already scheduled) join its batch; alone, that costs one loop
+    pass, about a microsecond. If company came, it waits one pass more for the requests read during
+    the first (measured: at 8 connections on 2 workers the mean batch goes from 1.7 to 3 and the CPU
+    per request down by a seventh; more passes did not help). A longer run starts at once on the
+    inference thread. Requests that arrive while a run is going on queue, and the runner takes them
+    as the next batch.
     """
 
     def __init__(
@@ -129,8 +184,13 @@ class DynamicBatcher:
         observer: BatchObserver | None = None,
         thread: InferenceThread | None = None,
         on_batch_failure: FailureObserver | None = None,
+        inline: BlockingRunFn | None = None,
     ) -> None:
         self._run = run
+        limit = INLINE_RUN_MAX_S if policy.inline_run_max_s is None else policy.inline_run_max_s
+        self._inline = inline if limit > 0 else None
+        self._inline_max_ns = limit * 1e9
+        self._cost = RunCost()
         self._on_batch_failure = on_batch_failure
         self._thread = thread
         self._policy = policy
@@ -160,7 +220,7 @@ class DynamicBatcher:
             outputs: Arrays = await thread.call(lambda: run(feeds))
             return outputs
 
-        return cls(run_on_thread, policy, label, observer, thread, on_batch_failure)
+        return cls(run_on_thread, policy, label, observer, thread, on_batch_failure, inline=run)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -180,13 +240,44 @@ class DynamicBatcher:
         if self._closed:
             raise ModelNotReady(f"{self._label} is unloading")
         if not self._busy and not self._pending and self._policy.max_queue_delay_s <= 0:
+            if self._runs_inline(elements(feeds)):
+                return await self._gather_and_run(feeds, rows)
             return await self._run_now(feeds, rows)
         if len(self._pending) >= self._policy.max_queue_size:
             raise Overloaded(f"{self._label}: queue is full ({self._policy.max_queue_size} waiting requests)")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future))
-        self._wakeup.set()
+        if not self._busy:  # whoever runs now takes the queue when it is done
+            self._wakeup.set()
         return await future
+
+    def _runs_inline(self, size: int) -> bool:
+        if self._inline is None:
+            return False
+        expected = self._cost.estimate_ns(size)
+        return expected is not None and expected <= self._inline_max_ns
+
+    async def _gather_and_run(self, feeds: Arrays, rows: int) -> Outcome:
+        """The idle path of a cheap run: a loop pass or two for company, then this request's batch runs here."""
+        own = _Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), asyncio.get_running_loop().create_future())
+        self._pending.appendleft(own)
+        self._set_busy(True)
+        try:
+            await asyncio.sleep(0)
+            if len(self._pending) > 1:
+                # Company came: the requests that arrived during that pass are one more pass away.
+                await asyncio.sleep(0)
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+        except BaseException:
+            own.future.cancel()  # never run for a caller that is gone
+            raise
+        finally:
+            self._set_busy(False)
+            if self._pending:
+                self._wakeup.set()
+        return own.future.result()
 
     async def _run_now(self, feeds: Arrays, rows: int) -> Outcome:
         self._set_busy(True)
@@ -355,12 +446,32 @@ class DynamicBatcher:
             item.future.set_result(Outcome(outputs, started - item.enqueued, compute_ns))
 
     async def _timed(self, feeds: Arrays, rows: int) -> tuple[Arrays, int]:
+        size = elements(feeds)
         began = time.perf_counter_ns()
-        outputs = await self._run(feeds)
-        elapsed = time.perf_counter_ns() - began
+        blocking = self._inline
+        if blocking is not None and self._runs_inline(size):
+            outputs = blocking(feeds)
+            elapsed = time.perf_counter_ns() - began
+            self._cost.observe(size, elapsed)
+        elif blocking is not None and self._thread is not None:
+            # Timed on the thread: the hand-over there and back says nothing of how long the run
+            # would hold the event loop.
+            outputs, run_ns = await self._thread.call(lambda: timed_call(blocking, feeds))
+            elapsed = time.perf_counter_ns() - began
+            self._cost.observe(size, run_ns)
+        else:
+            outputs = await self._run(feeds)
+            elapsed = time.perf_counter_ns() - began
         if self._observer is not None:
             self._observer(rows, elapsed)
         return outputs, elapsed
+
+
+def timed_call(run: BlockingRunFn, feeds: Arrays) -> tuple[Arrays, int]:
+    """``run(feeds)`` and how long it took, in nanoseconds."""
+    began = time.perf_counter_ns()
+    outputs = run(feeds)
+    return outputs, time.perf_counter_ns() - began
 
 
 def _split(outputs: Arrays, rows: Sequence[int]) -> list[Arrays]:
@@ -368,6 +479,10 @@ def _split(outputs: Arrays, rows: Sequence[int]) -> list[Arrays]:
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
             raise InferenceFailed(f"output '{name}' has no batch axis of {total} rows; cannot split a batch")
-    offsets = np.cumsum(rows)[:-1]
-    split = {name: np.split(array, offsets) for name, array in outputs.items()}
-    return [{name: parts[i] for name, parts in split.items()} for i in range(len(rows))]
+    parts: list[Arrays] = []
+    start = 0
+    for count in rows:
+        end = start + count
+        parts.append({name: array[start:end] for name, array in outputs.items()})
+        start = end
+    return parts

@@ -10,12 +10,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 
 from service.errors import Overloaded, RequestTimeout
 from service.ops.prometheus import ServiceMetrics
+from service.serving import batching
 from service.serving.admission import AdmissionGate
-from service.serving.batching import DynamicBatcher, Outcome
+from service.serving.batching import DynamicBatcher, Outcome, RunCost, elements, timed_call
 from service.serving.model_config import ModelConfig
 from service.serving.repository import VersionSpec
 from service.serving.runtime import OnnxModel
@@ -43,6 +45,8 @@ class LoadedVersion:
     """Why requests run one by one although the signature would allow batching, for the config."""
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _cost: RunCost = field(default_factory=RunCost, init=False, repr=False)
+    """How long this version's runs take (see `_run_alone`)."""
     _queue_time: Any = field(default=None, init=False, repr=False)
     _batch_size: Any = field(default=None, init=False, repr=False)
 
@@ -77,8 +81,8 @@ class LoadedVersion:
                 reason = "queue_full" if isinstance(exc, Overloaded) else "timeout"
                 self.metrics.rejected.labels(reason).inc()
             raise
-        if self._queue_time is not None:
-            self._queue_time.observe(outcome.queue_ns / 1e9)
+        if self._queue_time is not None and self.metrics is not None:
+            self.metrics.deferred.observe(self._queue_time, outcome.queue_ns / 1e9)
         return outcome
 
     async def _run_alone(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
@@ -86,16 +90,23 @@ class LoadedVersion:
         gate = self.gate or AdmissionGate(self.model.label, 1, 0, 1.0)
         async with gate.slot():
             began = time.perf_counter_ns()
-            outputs = await self.model.run(feeds)
+            size = elements(feeds)
+            expected = self._cost.estimate_ns(size)
+            if expected is not None and expected <= batching.INLINE_RUN_MAX_S * 1e9:
+                # Measured to be short: on the event loop, as the batcher does (see service.serving.batching).
+                outputs, run_ns = timed_call(self.model.run_sync, feeds)
+            else:
+                outputs, run_ns = await anyio.to_thread.run_sync(timed_call, self.model.run_sync, feeds)
             elapsed = time.perf_counter_ns() - began
+            self._cost.observe(size, run_ns)
         self.observe_execution(rows, elapsed)
         return Outcome(outputs, began - enqueued, elapsed)
 
     def observe_execution(self, rows: int, compute_ns: int) -> None:
         """One model execution (a batch or a single request): statistics and the batch-size histogram."""
         self.stats.record_execution(rows, compute_ns)
-        if self._batch_size is not None:
-            self._batch_size.observe(rows)
+        if self._batch_size is not None and self.metrics is not None:
+            self.metrics.deferred.observe(self._batch_size, rows)
 
     def observe_batch_failure(self, requests: int, error: Exception) -> None:
         """A shared batch failed and its requests rerun one by one (see the batcher's warning)."""

@@ -51,6 +51,9 @@ _RUN_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -58,6 +61,10 @@ class SessionOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     graph_optimization: GraphOptimization = "all"
+    allow_spinning: bool = False
+    """Whether onnxruntime's pool threads spin after a run waiting for the next one. Off: a spinning
+    thread burns a core that the event loop (and the other workers) need, and a server's runs do not
+    follow each other closely enough to win the wake-up it saves."""
 
 
 def available_providers() -> list[str]:
@@ -105,6 +112,8 @@ class OnnxModel:
         meta = session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
         self.producer = f"{meta.producer_name} {meta.version}".strip()
+        self.session_config: dict[str, str] = {}
+        """The session configuration entries this service sets (spinning), as onnxruntime holds them."""
 
     @classmethod
     def load(cls, path: Path, options: SessionOptions, label: str) -> OnnxModel:
@@ -115,10 +124,14 @@ class OnnxModel:
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.graph_optimization_level = _OPTIMIZATION[options.graph_optimization]
         session_options.log_severity_level = 3
+        spinning = "1" if options.allow_spinning else "0"
+        for key in SPINNING_KEYS:
+            session_options.add_session_config_entry(key, spinning)
         with map_load_errors(label):
             # From a path, never bytes: onnxruntime checks external-data locations against the model dir.
             session = ort.InferenceSession(os.fspath(path), session_options, providers=list(providers))
         model = cls(session, label, providers)
+        model.session_config = {key: session_options.get_session_config_entry(key) for key in SPINNING_KEYS}
         if options.strict_providers and model.providers[0] != providers[0]:
             raise ModelLoadError(
                 f"{label}: requested provider {providers[0]} is not in use (got {list(model.providers)}); "

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from service.app import create_app
 from service.errors import InvalidInput, ModelNotReady, Overloaded
-from service.serving.batching import Arrays, BatchPolicy, DynamicBatcher, Outcome
+from service.serving.batching import Arrays, BatchPolicy, DynamicBatcher, Outcome, RunCost
 from service.settings import Settings
 from tests import model_factory as mf
 
@@ -427,7 +427,8 @@ async def test_a_blocking_run_executes_on_the_batchers_own_thread_which_ends_wit
             raise InvalidInput("negative input")
         return {"y": feeds["x"] * 10}
 
-    batcher = DynamicBatcher.blocking(blocking, BatchPolicy(max_batch_size=8), "blocking fake")
+    # inline_run_max_s=0: every run on the thread, however cheap it turns out to be.
+    batcher = DynamicBatcher.blocking(blocking, BatchPolicy(max_batch_size=8, inline_run_max_s=0), "blocking fake")
     batcher.start()
     inputs = [rows(float(i), count=1 + i % 3) for i in range(20)]
     tasks = [asyncio.create_task(batcher.submit({"x": x}, len(x))) for x in inputs]
@@ -443,3 +444,101 @@ async def test_a_blocking_run_executes_on_the_batchers_own_thread_which_ends_wit
             break
         await asyncio.sleep(0.01)
     assert not any(thread.name == "infer blocking fake" for thread in threading.enumerate())
+
+
+class BlockingFake:
+    """y = 10 * x as a blocking run that notes the thread of each run and the rows of each batch."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.batches: list[int] = []
+
+    def __call__(self, feeds: Arrays) -> Arrays:
+        self.threads.append(threading.current_thread().name)
+        self.batches.append(len(feeds["x"]))
+        if (feeds["x"] < 0).any():
+            raise InvalidInput("negative input")
+        return {"y": feeds["x"] * 10}
+
+
+async def test_a_run_known_to_be_cheap_executes_on_the_event_loop_and_an_unmeasured_one_on_the_thread() -> None:
+    model = BlockingFake()
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=8, inline_run_max_s=3600.0), "cheap fake")
+    batcher.start()
+    loop_thread = threading.current_thread().name
+    for value in (1.0, 2.0, 3.0):
+        np.testing.assert_array_equal((await batcher.submit({"x": rows(value)}, 1)).outputs["y"], rows(value) * 10)
+    # The first run had no measurement yet; once measured (and under the limit), runs stay on the loop.
+    assert model.threads == ["infer cheap fake", loop_thread, loop_thread]
+    # More rows than any measured run: their cost is estimated from the smaller runs' time per row.
+    await batcher.submit({"x": rows(0.0, count=6)}, 6)
+    assert model.threads[-1] == loop_thread
+    await batcher.aclose()
+
+
+async def test_requests_read_in_the_same_loop_pass_share_one_inline_batch_and_each_gets_its_rows() -> None:
+    model = BlockingFake()
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=64, inline_run_max_s=3600.0), "cheap fake")
+    batcher.start()
+    await batcher.submit({"x": rows(0.0)}, 1)  # measured once
+    inputs = [rows(100.0 * i, count=1 + i % 3) for i in range(6)]
+    outcomes = await asyncio.gather(*(batcher.submit({"x": x}, len(x)) for x in inputs))
+    for x, outcome in zip(inputs, outcomes, strict=True):
+        np.testing.assert_array_equal(outcome.outputs["y"], x * 10)
+    assert model.batches == [1, sum(len(x) for x in inputs)]
+    assert model.threads[1] == threading.current_thread().name
+    await batcher.aclose()
+
+
+async def test_an_inline_batch_with_a_bad_request_fails_only_that_request() -> None:
+    model = BlockingFake()
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=64, inline_run_max_s=3600.0), "cheap fake")
+    batcher.start()
+    await batcher.submit({"x": rows(0.0)}, 1)
+    values = [1.0, 2.0, -3.0, 4.0]
+    results = await asyncio.gather(*(batcher.submit({"x": rows(v)}, 1) for v in values), return_exceptions=True)
+    for value, result in zip(values, results, strict=True):
+        if value < 0:
+            assert isinstance(result, InvalidInput)
+        else:
+            assert isinstance(result, Outcome)
+            np.testing.assert_array_equal(result.outputs["y"], rows(value) * 10)
+    assert model.batches == [1, 4, 1, 1, 1, 1]
+    await batcher.aclose()
+
+
+async def test_a_run_measured_as_too_long_for_the_event_loop_goes_back_to_the_thread() -> None:
+    model = BlockingFake()
+    # A limit no run can meet: every run stays on the thread, measured or not.
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=8, inline_run_max_s=1e-12), "slow fake")
+    batcher.start()
+    for value in (1.0, 2.0, 3.0):
+        await batcher.submit({"x": rows(value)}, 1)
+    assert model.threads == ["infer slow fake"] * 3
+    await batcher.aclose()
+
+
+def test_run_cost_estimates_from_the_same_or_smaller_runs_only() -> None:
+    cost = RunCost()
+    assert cost.estimate_ns(1) is None
+    cost.observe(1, 1000)
+    assert cost.estimate_ns(1) == 1000
+    assert cost.estimate_ns(8) == 8000  # per element of the small runs: an overestimate for a batch
+    cost.observe(8, 2000)
+    assert cost.estimate_ns(8) == 2000
+    assert cost.estimate_ns(0) is None  # an empty run: nothing that small was measured
+
+
+async def test_a_request_much_larger_than_those_measured_goes_to_the_thread() -> None:
+    model = BlockingFake()
+    # Runs of 3 elements are measured within the limit; a request of 3 million elements is estimated from
+    # their time per element, over the limit: it must not stall the event loop.
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=8, inline_run_max_s=0.5), "fake")
+    batcher.start()
+    for value in (1.0, 2.0, 3.0):
+        await batcher.submit({"x": rows(value)}, 1)
+    assert model.threads[1:] == [threading.current_thread().name] * 2
+    big = np.zeros((1, 3_000_000), dtype=np.float32)
+    await batcher.submit({"x": big}, 1)
+    assert model.threads[-1] == "infer fake"
+    await batcher.aclose()

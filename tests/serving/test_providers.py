@@ -77,3 +77,14 @@ async def test_invalid_config_is_reported_not_fatal(tmp_path: Path) -> None:
     [entry] = [e for e in index.json() if e["name"] == "dense"]
     assert entry["state"] == "UNAVAILABLE"
     assert "config.json" in entry["reason"]
+
+
+async def test_onnxruntime_threads_do_not_spin_between_runs(tmp_path: Path) -> None:
+    # A spinning pool thread would burn a core the event loop and the other workers need.
+    app = create_app(Settings(repository=repository(tmp_path, None), intra_op_threads=2))
+    async with app.lifespan():
+        model = app.state.registry.get("dense").model
+        assert model.session_config == {
+            "session.intra_op.allow_spinning": "0",
+            "session.inter_op.allow_spinning": "0",
+        }
