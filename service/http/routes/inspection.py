@@ -99,7 +99,7 @@ class InspectionController(Controller):
         inspector: Inspector,
         model_version: str | None = None,
     ) -> Response[bytes]:
-        """Heat maps (CAM or occlusion) for image inputs; a PNG with ``Accept: image/png``."""
+        """Heat maps (CAM, Grad-CAM or occlusion) for image inputs; a PNG with ``Accept: image/png``."""
         return await _inspect(inspector.explain, model_name, model_version, request, registry, settings)
 
     @post(
