@@ -326,6 +326,10 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0.0)
     """On shutdown, how long in-flight requests may take to finish."""
 
+    load_timeout_s: float = Field(default=600.0, gt=0.0)
+    """How long every worker may take to load a new version, warm-up included. A worker that has not
+    answered by then fails that load (the others keep what they serve) and is replaced."""
+
     state_dir: Path | None = None
     """Where the server keeps its private working folder: the snapshots of the model files it serves
     (so every worker, the weights view and inspection read exactly the bytes the loader checked)

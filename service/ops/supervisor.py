@@ -54,6 +54,8 @@ CONTROL = "service.serving.remote:SupervisedControl"
 STABLE_S = 30.0
 """A worker that dies sooner than this after becoming ready (or before) is dying in a loop."""
 BACKOFF_S = 1.0
+UNLINKED_GRACE_S = 10.0
+"""Beyond the drain timeout, how long a worker whose control channel closed may take to exit."""
 MAX_BACKOFF_S = 30.0
 
 _ENV_SOCKET = "WEIGHTSERVE_SUPERVISOR_SOCKET"
@@ -391,6 +393,7 @@ class Supervisor:
 
     async def _on_channel(self, channel: Channel) -> None:
         assert self._control is not None
+        process = self._process_of(channel)
         channel.start(self._control.attach(channel))
         self._channels.add(channel)
         self._notify(channel, self.status().as_json())
@@ -399,6 +402,23 @@ class Supervisor:
         finally:
             self._channels.discard(channel)
             self._control.detach(channel)
+        if process is not None and not self._stop.is_set():
+            # A worker stops by itself once its channel is gone (after draining); one that was turned
+            # away because it stopped answering may not be able to: end it, and its slot starts another.
+            grace = self._settings.drain_timeout_s + UNLINKED_GRACE_S
+            asyncio.get_running_loop().call_later(grace, self._kill_if_alive, process, grace)
+
+    def _process_of(self, channel: Channel) -> BaseProcess | None:
+        slot = channel.hello.get("slot")
+        if isinstance(slot, int) and 0 <= slot < len(self._slots):
+            return self._slots[slot].process
+        return None
+
+    def _kill_if_alive(self, process: BaseProcess, grace: float) -> None:
+        if self._stop.is_set() or not process.is_alive():
+            return
+        log.error("worker pid %s still runs %.0f s after its control channel closed; killing it", process.pid, grace)
+        process.kill()
 
     async def _stop_all(self) -> None:
         loop = asyncio.get_running_loop()

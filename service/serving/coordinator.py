@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio.to_thread
 
@@ -50,6 +50,15 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[int, ...]
+T = TypeVar("T")
+
+QUICK_ANSWER_S = 30.0
+"""The most a worker may take to take a new index or to commit, beyond draining (neither loads
+anything); the load timeout where that is shorter."""
+
+
+class Unresponsive(ConnectionError):
+    """A worker did not answer in time; it has been turned away (the supervisor replaces it)."""
 
 
 class Member(Protocol):
@@ -57,6 +66,9 @@ class Member(Protocol):
 
     label: str
     """Names the worker in reasons ("" for the only, in-process one)."""
+
+    replaceable: bool
+    """Whether a worker that stops answering can be turned away and replaced (not the in-process one)."""
 
     async def set_index(self, index: Index) -> None: ...
 
@@ -204,13 +216,13 @@ class Coordinator:
     async def _catch_up(self, member: Member) -> None:
         plans = [plan for versions in self._served.values() for plan in versions.values()]
         try:
-            failures = (await member.prepare(plans)).failures
+            failures = (await self._ask(member, member.prepare(plans), "load")).failures
         except ConnectionError:
             return  # gone already
         if failures:
             reason = "; ".join(f"{key}: {why}" for key, why in failures.items())
             raise ModelLoadError(f"{member.label} cannot load what the other workers serve: {reason}")
-        await member.commit(self._served, dict(self._index), [])
+        await self._ask(member, member.commit(self._served, dict(self._index), []), "commit")
         self._members.append(member)
 
     async def _apply(self, spec: ModelSpec, *, force: bool) -> list[str]:
@@ -330,7 +342,9 @@ class Coordinator:
     async def _prepare_on(self, member: Member, plans: list[VersionPlan]) -> PrepareReport:
         label = f"{member.label}: " if member.label else ""
         try:
-            report = await member.prepare(plans)
+            report = await self._ask(member, member.prepare(plans), "load")
+        except Unresponsive as exc:
+            return PrepareReport({plan_key(*plan.key): f"{label}{exc}" for plan in plans})
         except ConnectionError:
             # It may have died of this very load (out of memory): count it as that load's failure.
             return PrepareReport({plan_key(*plan.key): f"{label}the worker exited while loading" for plan in plans})
@@ -355,7 +369,10 @@ class Coordinator:
     async def _broadcast_index(self) -> None:
         index = dict(self._index)
         members = list(self._members)
-        outcomes = await asyncio.gather(*(m.set_index(index) for m in members), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(self._ask(m, m.set_index(index), "take the index") for m in members),
+            return_exceptions=True,
+        )
         for member, outcome in zip(members, outcomes, strict=True):
             if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionError):
                 log.error("%s did not take the index: %r", member.label or "this process", outcome)
@@ -368,7 +385,10 @@ class Coordinator:
         index = dict(self._index)
         members = list(self._members)
         outcomes = await asyncio.gather(
-            *(m.commit(served, index, list(load_failures) if i == 0 else []) for i, m in enumerate(members)),
+            *(
+                self._ask(m, m.commit(served, index, list(load_failures) if i == 0 else []), "commit")
+                for i, m in enumerate(members)
+            ),
             return_exceptions=True,
         )
         for member, outcome in zip(members, outcomes, strict=True):
@@ -379,6 +399,32 @@ class Coordinator:
                 await member.evict(f"commit failed: {outcome!r}")
         digests = {plan.digest for versions in self._served.values() for plan in versions.values()}
         await anyio.to_thread.run_sync(self._snapshots.keep_only, digests)
+
+    def _bound(self, member: Member, what: str) -> float | None:
+        """How long a member may take over a call; None: as long as it takes."""
+        if what == "load":
+            return self._settings.load_timeout_s
+        if not member.replaceable:
+            return None  # cancelling this very process's commit halfway would leave it between two states
+        quick = min(QUICK_ANSWER_S, self._settings.load_timeout_s)
+        # a commit waits for the requests still running on the versions that leave
+        return quick + (self._settings.drain_timeout_s if what == "commit" else 0.0)
+
+    async def _ask(self, member: Member, call: Awaitable[T], what: str) -> T:
+        """One call to a member, bounded: a worker that hangs (a native library stuck in a load, a
+        stopped process) must not hold every later repository change with it. One that can be
+        replaced is turned away; the in-process one only fails this call."""
+        timeout_s = self._bound(member, what)
+        try:
+            return await asyncio.wait_for(call, timeout_s)
+        except TimeoutError:
+            assert timeout_s is not None
+            reason = f"did not {what} within {timeout_s:g} s"
+            if member.replaceable:
+                self.leave(member)
+                await member.evict(reason)
+                reason += "; the worker is replaced"
+            raise Unresponsive(reason) from None
 
 
 def _fingerprint(spec: VersionSpec) -> Fingerprint:

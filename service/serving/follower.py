@@ -33,6 +33,7 @@ class LocalMember:
     """The registry of this very process, as the in-process coordinator's one member."""
 
     label = ""
+    replaceable = False
 
     def __init__(self, registry: ModelRegistry) -> None:
         self._registry = registry

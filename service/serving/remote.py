@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 class RemoteMember:
     """A worker process, as the coordinator in the supervisor reaches it."""
 
+    replaceable = True
+
     def __init__(self, channel: Channel) -> None:
         self.label = channel.peer
         self._channel = channel

@@ -8,6 +8,7 @@ Where it matters, the workers' own statistics files show that several workers re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -252,3 +253,39 @@ def test_killed_workers_are_replaced_while_the_others_keep_serving(repository: P
         assert "weightserve_workers_ready 4.0" in metrics
         assert "crash loop" in server.log()
         assert {_infer(server) for _ in range(CALLS)} == {"1"}
+
+
+def test_a_worker_that_stops_answering_is_replaced_and_holds_up_no_load(repository: Path, tmp_path: Path) -> None:
+    with _serve(repository, tmp_path, load_timeout_s="3", drain_timeout_s="1") as server:
+        victim = server.wait_workers(4)[1]
+        os.kill(victim, signal.SIGSTOP)  # alive, holding its socket and its channel, answering nothing
+        try:
+            write_version(repository, "m", 2)
+            # A quarter of fresh connections reach the stopped worker's socket: those wait, then go again.
+            deadline = time.monotonic() + 120
+            while True:
+                assert time.monotonic() < deadline, server.log()[-4000:]
+                try:
+                    loaded = httpx.post(
+                        f"{server.base_url}/v2/repository/models/m/load",
+                        headers=AUTH,
+                        timeout=httpx.Timeout(20, connect=5),
+                    )
+                    break
+                except httpx.TimeoutException:
+                    continue
+            # The others load it; the stopped one is turned away at the first message it leaves unanswered.
+            assert loaded.status_code == 200, loaded.text
+            assert f"(pid {victim}) can no longer follow the repository state (did not take the index within 3 s)" in (
+                server.log()
+            )
+
+            # The supervisor ends it (it cannot stop by itself) and starts another, in the decided state.
+            server.wait_workers(4, besides={victim})
+            assert f"worker pid {victim} still runs 11 s after its control channel closed; killing it" in server.log()
+            assert {_infer(server) for _ in range(CALLS)} == {"2"}
+            index = _alike(lambda: _index(server))
+            assert [e["state"] for e in index if e["name"] == "m"] == ["READY", "READY"], index
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGCONT)

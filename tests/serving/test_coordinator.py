@@ -128,3 +128,22 @@ async def test_latecomers_catch_up_or_are_turned_away(workers: Workers, tmp_path
     write_version(workers.root, "o", 1)
     await coordinator.load("o")  # a refused latecomer is no member: it holds nothing up
     assert late.names() == first.names() == ["n", "o"]
+
+
+async def test_a_load_that_outlasts_the_load_timeout_fails_and_the_coordinator_goes_on(
+    workers: Workers, tmp_path: Path
+) -> None:
+    # No real load finishes within a microsecond: each one is cut off at the bound, none hangs the coordinator.
+    registry, member = workers.member("")
+    settings = Settings(repository=workers.root, load_timeout_s=1e-6)
+    coordinator = Coordinator(settings, SnapshotStore(tmp_path / "snapshots"), 1)
+    await coordinator.join(member)  # the startup decision ends; the version that did not load in time is refused
+    assert registry.versions("m") == []
+    assert _index(registry) == [("m", 1, "UNAVAILABLE", "did not load within 1e-06 s")]
+    with pytest.raises(InvalidRequest, match="failed to load 'm': did not load within 1e-06 s"):
+        await coordinator.load("m")
+    write_version(workers.root, "n", 1)
+    with pytest.raises(InvalidRequest, match="failed to load 'n': did not load within"):
+        await coordinator.load("n")
+    await coordinator.unload("m")  # answers: nothing waits on the cut-off loads
+    assert [entry[:3] for entry in _index(registry)] == [("m", 1, "UNAVAILABLE"), ("n", 1, "UNAVAILABLE")]
