@@ -9,6 +9,7 @@ test walks every registered route to make sure none does.
 Tokens come from ``WEIGHTSERVE_AUTH_TOKENS``, ``WEIGHTSERVE_AUTH_TOKENS_FILE`` and the shorthand
 ``WEIGHTSERVE_ADMIN_TOKEN``; only their SHA-256 digests are kept, and a presented token is hashed and
 compared with every digest in constant time. Scopes in ``WEIGHTSERVE_AUTH_OPEN_SCOPES`` need no token.
+A change to the tokens file takes effect within a second, in every worker, without a restart.
 Every ``export`` and ``admin`` call leaves an audit line (`AuditTrail`); access decisions are counted
 in ``weightserve_access_total``.
 """
@@ -86,22 +87,72 @@ class Caller:
 NO_TOKEN = Caller(None, False, frozenset())
 UNKNOWN_TOKEN = Caller(None, True, frozenset())
 
+class TokensFile:
+    """Notices when ``WEIGHTSERVE_AUTH_TOKENS_FILE`` changes (a rotated secret, a revoked token), looking
+    at most once every ``RECHECK_S``, so a change takes effect without a restart."""
+
+    RECHECK_S = 1.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._path = settings.auth.tokens_file
+        self._stamp = self._read_stamp()
+        self._next_check = time.monotonic() + self.RECHECK_S
+
+    def changed_tokens(self) -> list[TokenSpec] | None:
+        """Every configured token when the file changed since last time and is valid; else None."""
+        now = time.monotonic()
+        if self._path is None or now < self._next_check:
+            return None
+        self._next_check = now + self.RECHECK_S
+        stamp = self._read_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            tokens = configured_tokens(self._settings)
+        except ValueError as exc:  # a half-edited file must not lock everyone out: keep what is in force
+            log.error("the tokens file changed, but %s; the tokens in force stay", exc)
+            return None
+        log.warning("tokens file %s re-read: %d tokens in force", self._path, len(tokens))
+        return tokens
+
+    def _read_stamp(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            # Through links: a mounted Kubernetes secret changes by swapping the folder a link names.
+            found = self._path.stat()
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+
 class AccessPolicy:
     """Which scopes are open, which tokens grant what; decides every request and counts the decisions."""
 
     def __init__(
-        self, tokens: Sequence[TokenSpec], open_scopes: Iterable[AccessScope], metrics: ServiceMetrics
+        self,
+        tokens: Sequence[TokenSpec],
+        open_scopes: Iterable[AccessScope],
+        metrics: ServiceMetrics,
+        tokens_file: TokensFile | None = None,
     ) -> None:
-        self._tokens = [(token.digest(), Caller(token.name, True, token.scopes)) for token in tokens]
+        self._use(tokens)
         self._open = frozenset(open_scopes)
-        self._grantable = frozenset(scope for token in tokens for scope in token.scopes)
+        self._tokens_file = tokens_file
         outcomes = ("granted", "unauthorized", "forbidden")
         # Resolved once: every series exists from the start (at 0), and no labels() call per request.
         self._counters = {(s, o): metrics.access.labels(s, o) for s in SCOPES for o in outcomes}
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> AccessPolicy:
-        return cls(configured_tokens(settings), settings.auth.open_scopes, metrics)
+        watched = TokensFile(settings) if settings.auth.tokens_file is not None else None
+        return cls(configured_tokens(settings), settings.auth.open_scopes, metrics, watched)
+
+    def _use(self, tokens: Sequence[TokenSpec]) -> None:
+        self._tokens = [(token.digest(), Caller(token.name, True, token.scopes)) for token in tokens]
+        self._grantable = frozenset(scope for token in tokens for scope in token.scopes)
 
     def is_open(self, scope: AccessScope) -> bool:
         return scope in self._open
@@ -124,6 +175,8 @@ class AccessPolicy:
         """The caller, when it may use ``scope``; else raise Unauthorized (401) or Forbidden (403)."""
         if scope in self._open and scope not in AUDITED:
             return NO_TOKEN
+        if self._tokens_file is not None and (changed := self._tokens_file.changed_tokens()) is not None:
+            self._use(changed)
         caller = self.identify(authorization)
         refusal = self._refusal(scope, caller)
         outcome = "granted" if refusal is None else "unauthorized" if isinstance(refusal, Unauthorized) else "forbidden"
