@@ -99,14 +99,8 @@ class Inspector:
             "values": blocks,
             "not_inspectable": [unreachable[name].as_json() for name in skipped],
         }
-        return encode_response(
-            model_name=loaded.name,
-            model_version=str(loaded.version),
-            request_id=request.id,
-            outputs=[(name, values[name], binary) for name, binary in raw] or None,
-            accept_encoding=headers.get("accept-encoding"),
-            fields=fields,
-        )
+        outputs = [(name, values[name], binary) for name, binary in raw]
+        return _answer(loaded, request, headers, fields, outputs or None)
 
     # ---------------------------------------------------------------------------------- explain
 
@@ -136,14 +130,7 @@ class Inspector:
                 partial(heatmap_png, images, result.heatmaps, self.settings.png_size)
             )
             return EncodedResponse(png, {}, "image/png")
-        return encode_response(
-            model_name=loaded.name,
-            model_version=str(loaded.version),
-            request_id=request.id,
-            outputs=None,
-            accept_encoding=headers.get("accept-encoding"),
-            fields=_explanation_fields(result, labels),
-        )
+        return _answer(loaded, request, headers, _explanation_fields(result, labels))
 
     # --------------------------------------------------------------------------------- evaluate
 
@@ -180,14 +167,25 @@ class Inspector:
         spec = next(s for s in loaded.model.outputs if s.name == output)
         predictions, targets = _samples_first(outcome.outputs[output], targets, spec.batch_axis)
         metrics = await anyio.to_thread.run_sync(partial(_metrics, _task(loaded), predictions, targets))
-        return encode_response(
-            model_name=loaded.name,
-            model_version=str(loaded.version),
-            request_id=request.id,
-            outputs=None,
-            accept_encoding=headers.get("accept-encoding"),
-            fields={"output": output} | metrics,
-        )
+        return _answer(loaded, request, headers, {"output": output} | metrics)
+
+
+def _answer(
+    loaded: LoadedVersion,
+    request: InferRequest,
+    headers: Mapping[str, str],
+    fields: dict[str, Any],
+    outputs: list[tuple[str, np.ndarray, bool]] | None = None,
+) -> EncodedResponse:
+    """A V2 response document for this version and request, carrying the endpoint's own fields."""
+    return encode_response(
+        model_name=loaded.name,
+        model_version=str(loaded.version),
+        request_id=request.id,
+        outputs=outputs,
+        accept_encoding=headers.get("accept-encoding"),
+        fields=fields,
+    )
 
 
 def _decode(
