@@ -1,8 +1,9 @@
 """Where a request's CPU goes: weightserve under wrk load with py-spy sampling every server process.
 
-    python -m bench.profile [--seconds 10] [--connections 1,64] [--body json] [--env KEY=VALUE]
+    python -m bench.profile [--seconds 10] [--connections 1,64] [--body json] [--model mlp_small] [--env KEY=VALUE]
 
-For each concurrency level it runs the request-bound model under closed-loop load, samples every
+For each concurrency level it runs the request-bound model (or ``--model mlp_wide``, the compute-bound
+one) under closed-loop load, samples every
 thread of every server process with py-spy, and prints each part of the request path as its share of
 the samples of working threads, and that share of the server's CPU per request as measured from
 /proc. Samples of threads that wait (a condition, a queue) are left out. Samples whose innermost
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from bench import servers, wrk
 from bench.bodies import Body, binary_body, json_body
-from bench.models import SMALL, sample, write_repository
+from bench.models import SMALL, WIDE, sample, write_repository
 
 # (part of the request path, frame file fragments); a sample counts for the innermost frame that matches.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", default="1,64")
     parser.add_argument("--body", choices=("json", "binary"), default="json")
+    parser.add_argument("--model", choices=(SMALL.name, WIDE.name), default=SMALL.name)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--keep", type=Path, help="folder to keep py-spy's raw stacks in")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
@@ -125,13 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="weightserve-profile-") as tmp:
         folder = Path(tmp)
-        repository = write_repository(folder / "models", (SMALL,))
+        shape = WIDE if args.model == WIDE.name else SMALL
+        repository = write_repository(folder / "models", (shape,))
         maker = json_body if args.body == "json" else binary_body
-        body = maker(sample(SMALL), folder, SMALL.name)
+        body = maker(sample(shape), folder, shape.name)
         server = servers.weightserve(repository, folder / "weightserve.log", args.workers, extra)
         try:
             server.wait_ready()
-            url = f"{server.url}/v2/models/{SMALL.name}/infer"
+            url = f"{server.url}/v2/models/{shape.name}/infer"
             wrk.run(url, body, 8, 2.0)  # warm
             for connections in (int(c) for c in args.connections.split(",")):
                 out = (args.keep or folder) / f"stacks-c{connections}-{args.body}.txt"

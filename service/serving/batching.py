@@ -109,7 +109,10 @@ class _Pending:
 
 def _signature(feeds: Arrays) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """Requests can share a batch only when every non-batch dimension and dtype agree."""
-    return tuple(sorted((name, arr.dtype.str, tuple(arr.shape[1:])) for name, arr in feeds.items()))
+    if len(feeds) == 1:  # most models: no sort, no generator (half the cost, on every queued request)
+        for name, arr in feeds.items():
+            return ((name, arr.dtype.str, arr.shape[1:]),)
+    return tuple(sorted((name, arr.dtype.str, arr.shape[1:]) for name, arr in feeds.items()))
 
 
 class InferenceThread:
