@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image, ImageStat
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,7 +24,13 @@ LAUNCH_FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "ui"
+MODELS = Path(__file__).resolve().parents[3] / "models"
+"""The shipped model repository, which every dashboard test serves (a copy of it)."""
 DASH = "—"
+
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"
+)
 
 
 @dataclass

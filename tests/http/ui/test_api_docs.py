@@ -4,21 +4,14 @@ origin, so it works offline), no console error, and it shows every operation of 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.http.ui.browser import ARTIFACTS, CHROMIUM, Watch, assert_not_blank, chromium
+from tests.http.ui.browser import ARTIFACTS, MODELS, NEEDS_CHROMIUM, Watch, assert_not_blank, chromium
 from tests.server import RunningServer, serve
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
-    pytest.mark.timeout(300),
-]
-
-MODELS = Path(__file__).resolve().parents[3] / "models"
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")

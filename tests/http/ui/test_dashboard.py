@@ -13,16 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.http.ui.browser import ARTIFACTS, CHROMIUM, Watch, assert_not_blank, chromium, js_int, js_num, js_pct
+from tests.http.ui.browser import ARTIFACTS, MODELS, NEEDS_CHROMIUM, Watch, assert_not_blank, js_int, js_num, js_pct
 from tests.server import RunningServer, serve
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM, pytest.mark.timeout(300)]
 
-MODELS = Path(__file__).resolve().parents[3] / "models"
 VIEWPORT = {"width": 1366, "height": 860}
 
 
@@ -35,18 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # one worker process: the statistics extension counts per process, and the test compares them
     with serve(root / "models", root, env={"WEIGHTSERVE_WORKERS": "1"}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

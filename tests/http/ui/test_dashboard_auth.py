@@ -8,22 +8,16 @@ import json
 import math
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.http.ui.browser import ARTIFACTS, CHROMIUM, Watch, assert_not_blank, chromium
+from tests.http.ui.browser import ARTIFACTS, MODELS, NEEDS_CHROMIUM, Watch, assert_not_blank
 from tests.server import RunningServer, serve
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM, pytest.mark.timeout(300)]
 
-MODELS = Path(__file__).resolve().parents[3] / "models"
 VIEWPORT = {"width": 1366, "height": 860}
 VIEWER = "dashboard-viewer-token-6b1f0e94"
 READY = "main[data-ready='true']"
@@ -43,15 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="module")
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=60, headers={"Authorization": f"Bearer {VIEWER}"}) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
+def api_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {VIEWER}"}
 
 
 class Traffic:
@@ -142,7 +129,9 @@ def test_it_asks_once_then_draws_every_chart(
     # models: one row per version of the index, with parameters from the weights
     index = api.post("/v2/repository/index", json={}).json()
     assert tab.locator("#models-table tbody tr").count() == len(index)
-    assert "—" not in tab.locator("#models-table tr[data-model='digits_cnn'] [data-field='parameters']").first.inner_text()
+    assert (
+        "—" not in tab.locator("#models-table tr[data-model='digits_cnn'] [data-field='parameters']").first.inner_text()
+    )
     screenshot(tab, "models")
 
     # a version: the layer table with a histogram sparkline on every row
@@ -153,7 +142,9 @@ def test_it_asks_once_then_draws_every_chart(
     assert tab.locator("#layer-table td.spark svg").count() == len(report["tensors"])
 
     # a tensor: value and magnitude histograms, per-channel bars, readiness
-    conv = next(t for t in report["tensors"] if (t["spectral"] or {}).get("status") == "success" and len(t["shape"]) == 4)
+    conv = next(
+        t for t in report["tensors"] if (t["spectral"] or {}).get("status") == "success" and len(t["shape"]) == 4
+    )
     open_view(tab, server, f"#/models/digits_cnn/versions/1/tensors/{conv['id']}")
     stats = api.get(f"/v2/models/digits_cnn/versions/1/weights/{conv['id']}?bins=60").json()["stats"]
     bars = tab.locator("svg[aria-label='histogram of values'] g[data-series] rect")
@@ -213,7 +204,9 @@ def test_the_spectrum_is_drawn_with_export_closed(
 ) -> None:
     tab, _, _ = page
     report = api.get("/v2/models/digits_cnn/versions/1/weights").json()
-    conv = next(t for t in report["tensors"] if (t["spectral"] or {}).get("status") == "success" and len(t["shape"]) == 4)
+    conv = next(
+        t for t in report["tensors"] if (t["spectral"] or {}).get("status") == "success" and len(t["shape"]) == 4
+    )
     tab.goto(f"{server.base_url}/ui/#/models/digits_cnn/versions/1/tensors/{conv['id']}")
     give_token(tab, VIEWER, expect_reason="'inspect' scope")
     tab.wait_for_selector(READY, timeout=60_000)

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.http.ui.browser import ARTIFACTS, CHROMIUM, Watch, assert_not_blank, chromium, js_num
+from tests.http.ui.browser import ARTIFACTS, MODELS, NEEDS_CHROMIUM, Watch, assert_not_blank, js_num
 from tests.server import RunningServer, serve
 from tests.weights.analysis_helpers import mlp_weights, write_mlp
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
-    pytest.mark.timeout(600),
-]
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM, pytest.mark.timeout(600)]
 
-MODELS = Path(__file__).resolve().parents[3] / "models"
 VIEWPORT = {"width": 1366, "height": 860}
 WIDE = ((400, 300), (300, 200), (200, 120))
 LISTED = 100
@@ -50,18 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     }
     with serve(root / "models", root, env=env) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
@@ -158,7 +140,8 @@ def test_the_version_view_shows_the_analysis_and_fills_layers_in(
     assert panel.get_attribute("data-done") == panel.get_attribute("data-total") == "3"
     assert "3 of 3 layers analysed" in panel.inner_text()
     tab.wait_for_function(
-        "() => [...document.querySelectorAll('#layer-table tbody tr')].every(r => r.dataset.analysis === 'done')")
+        "() => [...document.querySelectorAll('#layer-table tbody tr')].every(r => r.dataset.analysis === 'done')"
+    )
     report = api.get("/v2/models/wide/versions/1/weights").json()
     for tensor in report["tensors"]:
         row = tab.locator(f"#layer-table tr[data-tensor-id='{tensor['id']}']")

@@ -21,16 +21,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.http.ui.browser import ARTIFACTS, CHROMIUM, Watch, assert_not_blank, chromium, js_num
+from tests.http.ui.browser import ARTIFACTS, MODELS, NEEDS_CHROMIUM, Watch, assert_not_blank, js_num
 from tests.server import RunningServer, serve
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium (/usr/bin/chromium) is not installed"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.browser, NEEDS_CHROMIUM, pytest.mark.timeout(300)]
 
-MODELS = Path(__file__).resolve().parents[3] / "models"
 VIEWPORT = {"width": 1366, "height": 900}
 FOREIGN = "vad"
 TYPED = "typed"
@@ -131,18 +126,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with serve(repository, tmp_path_factory.mktemp("logs")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 class Tab:
