@@ -6,6 +6,7 @@ handler runs get a request id and are counted too.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, infer_target
-from service.ops.logs import REQUEST_ID_HEADER, begin_request, end_request, request_id_from
+from service.ops.logs import REQUEST_ID_HEADER, RequestContext, begin_request, end_request, request_id_from
 from service.ops.prometheus import ServiceMetrics
 
 log = logging.getLogger("service.access")
@@ -55,13 +56,7 @@ class RequestMiddleware:
     ) -> None:
         """An infer request, handed to the infer path directly: the same request id, limit, metrics and
         log line as `_handle` gives every request, without wrapping ``send`` and ``receive``."""
-        raw_id = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                raw_id = value
-                break
-        context, token = begin_request(request_id_from(raw_id))
-        header = (_REQUEST_ID_NAME, context.request_id.encode())
+        context, token, header = _begin(scope)
         status = 500
         deferred = self._metrics.deferred
         deferred.inc(self._metrics.in_flight)
@@ -82,13 +77,7 @@ class RequestMiddleware:
             end_request(token)
 
     async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        raw_id = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                raw_id = value
-                break
-        context, token = begin_request(request_id_from(raw_id))
-        header = (_REQUEST_ID_NAME, context.request_id.encode())
+        context, token, header = _begin(scope)
         status = 500
         disconnected = False
         limited = not scope["path"].startswith(_UNLIMITED_PREFIXES)
@@ -180,3 +169,14 @@ async def _overloaded(send: Send, limit: int, extra_header: tuple[bytes, bytes] 
         headers.append(extra_header)
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _begin(scope: HTTPScope) -> tuple[RequestContext, contextvars.Token[RequestContext | None], tuple[bytes, bytes]]:
+    """The request's context (its id: the client's X-Request-ID or a new one) and the id's response header."""
+    raw_id = None
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            raw_id = value
+            break
+    context, token = begin_request(request_id_from(raw_id))
+    return context, token, (_REQUEST_ID_NAME, context.request_id.encode())
