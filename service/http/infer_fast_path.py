@@ -34,9 +34,10 @@ _READ = {
         "content-encoding",
         "accept-encoding",
         "inference-header-content-length",
+        "x-request-id",
     )
 }
-"""The request headers the infer path reads (the only ones it decodes)."""
+"""The request headers an infer request's handling reads (the only ones it decodes)."""
 
 _TEMPLATE = "/v2/models/{model_name}/infer"
 _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -48,6 +49,17 @@ CLIENT_CLOSED = 499
 
 class _Disconnected(Exception):
     """The client went away before its body arrived: nobody is left to answer."""
+
+
+def read_headers(scope: HTTPScope) -> dict[str, str]:
+    """The headers an infer request's handling reads, in one pass over them. ASGI servers give header
+    names in lower case; the first of repeated headers wins, as in Litestar."""
+    headers: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        wanted = _READ.get(key)
+        if wanted is not None and wanted not in headers:
+            headers[wanted] = value.decode("latin-1")
+    return headers
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -89,23 +101,20 @@ class InferFastPath:
         send: Send,
         target: tuple[str, str | None],
         extra_header: tuple[bytes, bytes] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> int:
         """Answer one infer request (``target`` from `infer_target`); the status sent, or
         ``CLIENT_CLOSED`` when the client went away before its body arrived. ``extra_header`` goes
-        into the response as it is (the request middleware's ``X-Request-ID``, without a wrapper)."""
+        into the response as it is (the request middleware's ``X-Request-ID``, without a wrapper);
+        ``headers`` are the request's from `read_headers`, when the caller has read them already."""
         name, version = target
         scope["path_template"] = _TEMPLATE if version is None else _VERSIONED_TEMPLATE
         # Subscripts, not attributes: State's attribute access runs only after Python's own lookup
         # has failed, which costs six times as much (0.36 against 0.05 µs, twice per request).
         settings: Settings = self._state["settings"]
         registry: ModelRegistry = self._state["registry"]
-        # Only the headers this path reads. ASGI servers give header names in lower case; the first of
-        # repeated headers wins, as in Litestar.
-        headers: dict[str, str] = {}
-        for key, value in scope["headers"]:
-            wanted = _READ.get(key)
-            if wanted is not None and wanted not in headers:
-                headers[wanted] = value.decode("latin-1")
+        if headers is None:
+            headers = read_headers(scope)
         try:
             if self._infer_closed:  # before the body: a refused client never gets to send it
                 self._access.authorize("infer", headers.get("authorization"))

@@ -15,7 +15,7 @@ import orjson
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
-from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, infer_target
+from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, infer_target, read_headers
 from service.ops.logs import REQUEST_ID_HEADER, RequestContext, begin_request, end_request, request_id_from
 from service.ops.prometheus import ServiceMetrics
 
@@ -36,9 +36,13 @@ class RequestMiddleware:
         self._max_in_flight = max_in_flight
         self._access_log = access_log
         self._in_flight = 0
+        """Requests counted against ``max_in_flight`` (probes and scrapes are not)."""
+        self._open = 0
+        """Every HTTP request being handled: the in-flight gauge, read when metrics apply."""
+        metrics.deferred.sample(metrics.in_flight, self._open_requests)
         # Infer requests go straight to the infer path when it is the next layer (see `_infer`).
         self._direct = app if isinstance(app, InferFastPath) else None
-        self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, Any]] = {}
+        self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, ...]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -56,10 +60,11 @@ class RequestMiddleware:
     ) -> None:
         """An infer request, handed to the infer path directly: the same request id, limit, metrics and
         log line as `_handle` gives every request, without wrapping ``send`` and ``receive``."""
-        context, token, header = _begin(scope)
+        headers = read_headers(scope)
+        context, token, header = _begin(headers.get(REQUEST_ID_HEADER))
         status = 500
-        deferred = self._metrics.deferred
-        deferred.inc(self._metrics.in_flight)
+        self._open += 1
+        self._metrics.deferred.touch()
         try:
             if self._in_flight >= self._max_in_flight:
                 self._metrics.rejected.labels("in_flight_limit").inc()
@@ -68,16 +73,16 @@ class RequestMiddleware:
                 return
             self._in_flight += 1
             try:
-                status = await direct.answer(scope, receive, send, target, header)
+                status = await direct.answer(scope, receive, send, target, header, headers)
             finally:
                 self._in_flight -= 1
         finally:
-            deferred.inc(self._metrics.in_flight, -1.0)
+            self._open -= 1
             self._record(scope, context.started, status, context.model, context.version)
             end_request(token)
 
     async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        context, token, header = _begin(scope)
+        context, token, header = _begin(_request_id_header(scope))
         status = 500
         disconnected = False
         limited = not scope["path"].startswith(_UNLIMITED_PREFIXES)
@@ -96,8 +101,8 @@ class RequestMiddleware:
                 disconnected = True
             return message
 
-        deferred = self._metrics.deferred
-        deferred.inc(self._metrics.in_flight)
+        self._open += 1
+        self._metrics.deferred.touch()
         try:
             if limited and self._in_flight >= self._max_in_flight:
                 self._metrics.rejected.labels("in_flight_limit").inc()
@@ -109,27 +114,30 @@ class RequestMiddleware:
             finally:
                 self._in_flight -= limited
         finally:
-            deferred.inc(self._metrics.in_flight, -1.0)
+            self._open -= 1
             if disconnected and status >= 500:
                 # Nobody was left to answer: not the server's failure, so not counted as a 500.
                 status = CLIENT_CLOSED_REQUEST
             self._record(scope, context.started, status, context.model, context.version)
             end_request(token)
 
-    def _children(self, method: str, route: str, status: int, model: str, version: str) -> tuple[Any, Any]:
-        """The labelled counter and histogram for one label set, resolved once: ``labels()`` takes a
-        lock and builds a tuple on every call, a measurable share of a small request's CPU."""
+    def _open_requests(self) -> float:
+        return float(self._open)
+
+    def _children(self, method: str, route: str, status: int, model: str, version: str) -> tuple[Any, ...]:
+        """The labelled counters and histograms of one request's label set, resolved once: ``labels()``
+        takes a lock and builds a tuple on every call, a measurable share of a small request's CPU.
+        (counter, histogram) of the HTTP request, then of the model version when one served it."""
         key = (method, route, status, model, version)
         children = self._label_cache.get(key)
         if children is None:
             metrics = self._metrics
-            if method:
-                children = (
-                    metrics.http_requests.labels(method, route, str(status)),
-                    metrics.http_latency.labels(method, route),
-                )
-            else:
-                children = (
+            children = (
+                metrics.http_requests.labels(method, route, str(status)),
+                metrics.http_latency.labels(method, route),
+            )
+            if model:
+                children += (
                     metrics.inference_requests.labels(model, version, str(status)),
                     metrics.inference_latency.labels(model, version),
                 )
@@ -141,12 +149,7 @@ class RequestMiddleware:
         method = scope["method"]
         # The route template, never the raw path: raw paths would make label sets unbounded.
         route = str(scope.get("path_template") or "unmatched")
-        deferred = self._metrics.deferred
-        counter, histogram = self._children(method, route, status, model, version)
-        deferred.count(counter, histogram, elapsed)
-        if model:
-            counter, histogram = self._children("", "", status, model, version)
-            deferred.count(counter, histogram, elapsed)
+        self._metrics.deferred.count(self._children(method, route, status, model, version), elapsed)
         if not self._access_log:
             return
         log.info(
@@ -171,12 +174,16 @@ async def _overloaded(send: Send, limit: int, extra_header: tuple[bytes, bytes] 
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _begin(scope: HTTPScope) -> tuple[RequestContext, contextvars.Token[RequestContext | None], tuple[bytes, bytes]]:
-    """The request's context (its id: the client's X-Request-ID or a new one) and the id's response header."""
-    raw_id = None
+def _request_id_header(scope: HTTPScope) -> str | None:
     for key, value in scope["headers"]:
-        if key == b"x-request-id":
-            raw_id = value
-            break
+        if key == _REQUEST_ID_NAME:
+            return value.decode("latin-1")
+    return None
+
+
+def _begin(
+    raw_id: str | None,
+) -> tuple[RequestContext, contextvars.Token[RequestContext | None], tuple[bytes, bytes]]:
+    """The request's context (its id: the client's X-Request-ID or a new one) and the id's response header."""
     context, token = begin_request(request_id_from(raw_id))
     return context, token, (_REQUEST_ID_NAME, context.request_id.encode())

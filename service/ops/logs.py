@@ -57,12 +57,10 @@ class RequestContext:
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("weightserve_request", default=None)
 
 
-def request_id_from(raw: bytes | None) -> str:
+def request_id_from(raw: str | None) -> str:
     """The caller's id when it is a plain token, else a new one."""
-    if raw:
-        text = raw.decode("latin-1")
-        if _VALID_ID.fullmatch(text):
-            return text
+    if raw and _VALID_ID.fullmatch(raw):
+        return raw
     return f"{_id_prefix_now[0]}{next(_ID_SEQUENCE) & (2**64 - 1):016x}"
 
 

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -71,15 +71,26 @@ class Deferred:
     system call and a write into the process's mmap'd file; a small inference request made a dozen of
     them, a tenth of its CPU. Updates made on an event loop are summed here per labelled child and
     applied together by one timer callback ``APPLY_AFTER_S`` after the first of them, so one
-    application serves every request of that span (and an in-flight gauge raised and lowered within it
-    is not written at all). A scrape applies what is pending first, so this process's ``/metrics`` is
-    always exact; another worker's figures lag by at most ``APPLY_AFTER_S``, far below any scrape
-    interval. Each thread keeps its own pending updates, applied on its own thread; off an event loop
-    they apply at once.
+    application serves every request of that span. A level such as the requests in flight is not
+    counted up and down at all: it is read from where its owner keeps it when updates apply
+    (`sample`). A scrape applies what is pending first, so this process's ``/metrics`` is always
+    exact; another worker's figures lag by at most ``APPLY_AFTER_S``, far below any scrape interval.
+    Each thread keeps its own pending updates, applied on its own thread; off an event loop they apply
+    at once.
     """
 
     def __init__(self) -> None:
         self._local = _Pending()
+        self._sampled: list[tuple[Any, Callable[[], float]]] = []
+
+    def sample(self, child: Any, read: Callable[[], float]) -> None:
+        """Set ``child`` (a gauge's) to ``read()`` whenever updates apply: a level the caller keeps in a
+        plain attribute (requests in flight) costs the hot path nothing beyond `touch`."""
+        self._sampled.append((child, read))
+
+    def touch(self) -> None:
+        """Make sure updates apply within ``APPLY_AFTER_S``, so a sampled level is seen to change."""
+        self._pending()
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
         """``child.inc(amount)`` (a counter's or gauge's labelled child; a gauge may go down)."""
@@ -101,24 +112,27 @@ class Deferred:
         else:
             values.append(value)
 
-    def count(self, counter: Any, histogram: Any, value: float) -> None:
-        """``counter.inc()`` and ``histogram.observe(value)``: one event counted and measured."""
+    def count(self, children: tuple[Any, ...], value: float) -> None:
+        """One event counted and measured in each (counter, histogram) pair of ``children``, given flat
+        (counter, histogram, counter, histogram, ...): ``counter.inc()`` and ``histogram.observe(value)``."""
         pending = self._pending()
-        if pending is None:
-            counter.inc()
-            histogram.observe(value)
-            return
-        amounts = pending.amounts
-        amounts[counter] = amounts.get(counter, 0.0) + 1.0
-        values = pending.observed.get(histogram)
-        if values is None:
-            pending.observed[histogram] = [value]
-        else:
-            values.append(value)
+        for index in range(0, len(children), 2):
+            counter, histogram = children[index], children[index + 1]
+            if pending is None:
+                counter.inc()
+                histogram.observe(value)
+                continue
+            amounts = pending.amounts
+            amounts[counter] = amounts.get(counter, 0.0) + 1.0
+            values = pending.observed.get(histogram)
+            if values is None:
+                pending.observed[histogram] = [value]
+            else:
+                values.append(value)
 
     def flush(self) -> None:
         """Apply this thread's pending updates now (a scrape, shutdown)."""
-        _apply(self._local)
+        _apply(self._local, self._sampled)
 
     def _pending(self) -> _Pending | None:
         pending = self._local
@@ -131,15 +145,18 @@ class Deferred:
             return None  # no loop would ever apply them
         if pending.loop is not loop or not pending.scheduled:
             if pending.loop is not loop:
-                _apply(pending)  # what an earlier loop of this thread left (a test's, a restarted app's)
+                # What an earlier loop of this thread left (a test's, a restarted app's).
+                _apply(pending, self._sampled)
                 pending.loop = loop
             pending.scheduled = True
-            loop.call_later(APPLY_AFTER_S, _apply, pending)
+            loop.call_later(APPLY_AFTER_S, _apply, pending, self._sampled)
         return pending
 
 
-def _apply(pending: _Pending) -> None:
+def _apply(pending: _Pending, sampled: list[tuple[Any, Callable[[], float]]]) -> None:
     pending.scheduled = False
+    for gauge, read in sampled:
+        gauge.set(read())
     amounts, pending.amounts = pending.amounts, {}
     observed, pending.observed = pending.observed, {}
     for child, amount in amounts.items():

@@ -24,18 +24,18 @@ def select_outputs(request: InferRequest, available: Sequence[str], model_name: 
     default = request.binary_output_default
     if request.outputs is None:
         return [(name, default) for name in available]
-    known = set(available)
-    selected: list[tuple[str, bool]] = []
+    known = available if len(available) <= 8 else frozenset(available)
+    selected: dict[str, bool] = {}
     for output in request.outputs:
         if output.name not in known:
             raise InvalidInput(
                 f"unexpected inference output '{output.name}' for model '{model_name}'; "
                 f"expected outputs {list(available)}"
             )
-        if any(name == output.name for name, _ in selected):
+        if output.name in selected:
             raise InvalidInput(f"output '{output.name}' is requested more than once")
-        selected.append((output.name, default if output.binary is None else output.binary))
-    return selected
+        selected[output.name] = default if output.binary is None else output.binary
+    return list(selected.items())
 
 
 @dataclass(slots=True)

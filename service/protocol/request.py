@@ -71,30 +71,29 @@ class InferRequest:
 
 def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> InferRequest:
     """Decompress, split header from binary data, and check the request's structure."""
-    body = compression.decompress(body, headers.get("content-encoding"), max_bytes)
-    header_length = _header_length(headers.get(HEADER_LENGTH), len(body))
-    if header_length == 0:
-        return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
-    view = memoryview(body)
-    header = view[:header_length] if header_length is not None else body
+    encoding = headers.get("content-encoding")
+    if encoding is not None:
+        body = compression.decompress(body, encoding, max_bytes)
+    length = headers.get(HEADER_LENGTH)
+    if length is None:
+        end = len(body)
+        header: bytes | memoryview = body
+    else:
+        end = _header_length(length, len(body))
+        if end == 0:
+            return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
+        header = memoryview(body)[:end]
     # Float tensor data straight into numpy when the body allows; otherwise the general parser (also
     # for a header without JSON tensor data, such as a binary request's, which it reads faster).
-    document = fast_json.loads(header) if _holds_json_data(header) else None
+    document = fast_json.loads(header) if body.find(b'"data"', 0, end) >= 0 else None
     if document is None:
         document = parse_json(header)
     if not isinstance(document, dict):
         raise InvalidRequest("inference request must be a JSON object")
-    binary = view[header_length:] if header_length is not None else view[len(body) :]
-    request = _parse_document(document, binary)
+    request = _parse_document(document, memoryview(body)[end:])
     request.body = body
-    request.header_end = len(body) if header_length is None else header_length
+    request.header_end = end
     return request
-
-
-def _holds_json_data(header: bytes | memoryview) -> bool:
-    if isinstance(header, memoryview):
-        header = header.tobytes()  # a binary request's header: short
-    return header.find(b'"data"') >= 0
 
 
 def parse_json(data: bytes | memoryview) -> Any:
@@ -104,9 +103,7 @@ def parse_json(data: bytes | memoryview) -> Any:
         raise InvalidRequest(f"malformed JSON in request body: {exc}") from exc
 
 
-def _header_length(value: str | None, body_length: int) -> int | None:
-    if value is None:
-        return None
+def _header_length(value: str, body_length: int) -> int:
     text = value.strip()
     if not text.isascii() or not text.isdigit():
         raise InvalidRequest(f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}")
@@ -119,30 +116,30 @@ def _header_length(value: str | None, body_length: int) -> int | None:
 
 
 def _parse_document(doc: dict[str, Any], binary: memoryview) -> InferRequest:
-    request = InferRequest()
     request_id = doc.get("id")
-    if request_id is not None:
-        if not isinstance(request_id, str):
-            raise InvalidRequest("'id' must be a string")
-        request.id = request_id
-    request.parameters = _parameters(doc.get("parameters"), "request")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidRequest("'id' must be a string")
+    raw_parameters = doc.get("parameters")
+    parameters = {} if raw_parameters is None else _parameters(raw_parameters, "request", "")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("'inputs' must be a non-empty list of tensors")
+    inputs: list[RequestInput] = []
     offset = 0
     for index, raw in enumerate(raw_inputs):
         tensor, offset = _parse_input(raw, index, binary, offset)
-        request.inputs.append(tensor)
+        inputs.append(tensor)
     if offset != len(binary):
         raise InvalidRequest(
             f"unexpected additional input data: {len(binary) - offset} bytes after the last binary input"
         )
     raw_outputs = doc.get("outputs")
+    outputs = None
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
             raise InvalidRequest("'outputs' must be a list")
-        request.outputs = [_parse_output(raw, index) for index, raw in enumerate(raw_outputs)]
-    return request
+        outputs = [_parse_output(raw, index) for index, raw in enumerate(raw_outputs)]
+    return InferRequest(request_id, parameters, inputs, outputs)
 
 
 def _parse_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple[RequestInput, int]:
@@ -154,9 +151,10 @@ def _parse_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple
     datatype = raw.get("datatype")
     if not isinstance(datatype, str) or datatype not in NUMPY:
         raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}; expected one of {sorted(NUMPY)}")
-    shape = _shape(raw.get("shape"), f"input '{name}'")
-    parameters = _parameters(raw.get("parameters"), f"input '{name}'")
-    tensor = RequestInput(name=name, datatype=datatype, shape=shape, parameters=parameters)
+    shape = _shape(raw.get("shape"), "input", name)
+    raw_parameters = raw.get("parameters")
+    parameters = {} if raw_parameters is None else _parameters(raw_parameters, "input", name)
+    tensor = RequestInput(name, datatype, shape, None, None, parameters)
     size = parameters.get("binary_data_size")
     if size is None:
         if "data" not in raw:
@@ -180,35 +178,42 @@ def _parse_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple
 def _parse_output(raw: Any, index: int) -> RequestOutput:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise InvalidRequest(f"outputs[{index}] must be an object with a 'name' string")
-    parameters = _parameters(raw.get("parameters"), f"output '{raw['name']}'")
+    name = raw["name"]
+    raw_parameters = raw.get("parameters")
+    if raw_parameters is None:
+        return RequestOutput(name, None, {})
+    parameters = _parameters(raw_parameters, "output", name)
     if "classification" in parameters:
         raise InvalidRequest("the classification extension is not supported")
     binary = parameters.get("binary_data")
     if binary is not None and not isinstance(binary, bool):
-        raise InvalidRequest(f"output '{raw['name']}': parameters.binary_data must be a boolean")
-    return RequestOutput(name=raw["name"], binary=binary, parameters=parameters)
+        raise InvalidRequest(f"output '{name}': parameters.binary_data must be a boolean")
+    return RequestOutput(name, binary, parameters)
 
 
-def _parameters(raw: Any, where: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
+def _parameters(raw: Any, kind: str, name: str) -> dict[str, Any]:
+    """``raw`` checked as the parameters of the request (``kind`` "request") or of one of its tensors."""
     if not isinstance(raw, dict):
-        raise InvalidRequest(f"{where}: 'parameters' must be an object")
+        raise InvalidRequest(f"{_where(kind, name)}: 'parameters' must be an object")
     for key, value in raw.items():
         if key in _UNSUPPORTED_PARAMETERS:
-            raise InvalidRequest(f"{where}: shared-memory parameters are not supported")
+            raise InvalidRequest(f"{_where(kind, name)}: shared-memory parameters are not supported")
         if not isinstance(value, _PARAMETER_TYPES):
-            raise InvalidRequest(f"{where}: parameter {key!r} must be a string, number or boolean")
+            raise InvalidRequest(f"{_where(kind, name)}: parameter {key!r} must be a string, number or boolean")
     if "binary_data_output" in raw and not isinstance(raw["binary_data_output"], bool):
         raise InvalidRequest("parameters.binary_data_output must be a boolean")
     return raw
 
 
-def _shape(raw: Any, where: str) -> tuple[int, ...]:
+def _where(kind: str, name: str) -> str:
+    """Where in the request an error is, as messages name it (built only for an error)."""
+    return kind if not name else f"{kind} '{name}'"
+
+
+def _shape(raw: Any, kind: str, name: str) -> tuple[int, ...]:
     if not isinstance(raw, list):
-        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers")
+        raise InvalidInput(f"{_where(kind, name)}: 'shape' must be a list of non-negative integers")
     for dim in raw:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-            raise InvalidInput(f"{where}: shape {raw} must hold non-negative integers")
+            raise InvalidInput(f"{_where(kind, name)}: shape {raw} must hold non-negative integers")
     return tuple(raw)
-

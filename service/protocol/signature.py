@@ -57,17 +57,24 @@ class TensorSpec:
 def request_rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
     """Samples in a request: the size shared by every input along its batch axis; 1 when no input has
     one. Inputs that disagree are a caller mistake (400) named here, before the model sees them."""
-    sizes: dict[str, int] = {}
+    rows: int | None = None
     for spec in specs:
         axis = spec.batch_axis
         array = feeds.get(spec.name)
         if axis is not None and array is not None and axis < array.ndim:
-            sizes[spec.name] = int(array.shape[axis])
-    distinct = sorted(set(sizes.values()))
-    if len(distinct) > 1:
-        detail = ", ".join(f"'{name}' has {size}" for name, size in sizes.items())
-        raise InvalidInput(f"inputs disagree on the batch dimension: {detail}")
-    return distinct[0] if distinct else 1
+            size = int(array.shape[axis])
+            if rows is None:
+                rows = size
+            elif size != rows:
+                detail = ", ".join(
+                    f"'{other.name}' has {feeds[other.name].shape[other.batch_axis]}"
+                    for other in specs
+                    if other.batch_axis is not None
+                    and other.name in feeds
+                    and other.batch_axis < feeds[other.name].ndim
+                )
+                raise InvalidInput(f"inputs disagree on the batch dimension: {detail}")
+    return 1 if rows is None else rows
 
 
 def name_batch_axes(

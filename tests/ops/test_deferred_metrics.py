@@ -46,13 +46,15 @@ async def test_updates_on_the_event_loop_wait_and_a_scrape_applies_them_first() 
     metrics.deferred.inc(metrics.in_flight, -1.0)
     metrics.deferred.observe(metrics.batch_size.labels("m", "1"), 4)
     inference = (metrics.inference_requests.labels("m", "1", "200"), metrics.inference_latency.labels("m", "1"))
-    metrics.deferred.count(*inference, 0.002)
-    metrics.deferred.count(*inference, 0.2)
+    metrics.deferred.count(inference, 0.002)
+    metrics.deferred.count(inference, 0.2)
     text = metrics.exposition().decode()
     assert 'weightserve_inference_requests_total{model="m",status="200",version="1"} 2.0' in text
     assert 'weightserve_inference_request_duration_seconds_bucket{le="0.0025",model="m",version="1"} 1.0' in text
     assert 'weightserve_inference_request_duration_seconds_sum{model="m",version="1"} 0.202' in text
-    assert 'weightserve_http_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"} 3.0' in text
+    assert (
+        'weightserve_http_requests_total{method="POST",route="/v2/models/{model_name}/infer",status="200"} 3.0' in text
+    )
     assert "weightserve_http_requests_in_flight 0.0" in text
     assert 'weightserve_batch_size_bucket{le="4.0",model="m",version="1"} 1.0' in text
     assert 'weightserve_batch_size_count{model="m",version="1"} 1.0' in text
@@ -102,3 +104,21 @@ def test_a_loop_that_ended_with_updates_pending_loses_none() -> None:
     asyncio.run(count(1))  # the next loop on the thread applies what the first one left
     deferred.flush()
     assert registry.get_sample_value("events_total") == 4.0
+
+
+async def test_a_sampled_level_is_read_when_updates_apply_and_on_a_scrape() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("in_flight", "help", registry=registry)
+    deferred = Deferred()
+    level = [0]
+    deferred.sample(gauge, lambda: float(level[0]))
+    level[0] = 3
+    deferred.touch()  # a request began: the level is applied a few milliseconds later, without a scrape
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if registry.get_sample_value("in_flight") == 3.0:
+            break
+    assert registry.get_sample_value("in_flight") == 3.0
+    level[0] = 1
+    deferred.flush()  # what a scrape does first
+    assert registry.get_sample_value("in_flight") == 1.0
