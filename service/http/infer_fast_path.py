@@ -39,6 +39,9 @@ _READ = {
 }
 """The request headers an infer request's handling reads (the only ones it decodes)."""
 
+_MEDIA_TYPES = {name: name.encode() for name in ("application/json", "application/octet-stream")}
+"""The infer path's response media types, encoded once."""
+
 _TEMPLATE = "/v2/models/{model_name}/infer"
 _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
 
@@ -164,7 +167,8 @@ async def _send(
     extra: dict[str, str],
     extra_header: tuple[bytes, bytes] | None,
 ) -> None:
-    headers = [(b"content-type", media_type.encode()), (b"content-length", b"%d" % len(body))]
+    content_type = _MEDIA_TYPES.get(media_type) or media_type.encode()
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
     if extra:
         headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
     if extra_header is not None:

@@ -102,17 +102,22 @@ class Outcome:
 class _Pending:
     feeds: Arrays
     rows: int
-    key: tuple[tuple[str, str, tuple[int, ...]], ...]
+    key: tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]
     enqueued: int
     future: asyncio.Future[Outcome] = field(repr=False)
 
 
-def _signature(feeds: Arrays) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
-    """Requests can share a batch only when every non-batch dimension and dtype agree."""
+def _signature(feeds: Arrays) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]:
+    """Requests can share a batch only when every non-batch dimension and dtype agree. The dtype itself,
+    not its ``.str``, which builds a new string each time."""
     if len(feeds) == 1:  # most models: no sort, no generator (half the cost, on every queued request)
         for name, arr in feeds.items():
-            return ((name, arr.dtype.str, arr.shape[1:]),)
-    return tuple(sorted((name, arr.dtype.str, arr.shape[1:]) for name, arr in feeds.items()))
+            return ((name, arr.dtype, arr.shape[1:]),)
+    return tuple(sorted(((name, arr.dtype, arr.shape[1:]) for name, arr in feeds.items()), key=_by_name))
+
+
+def _by_name(entry: tuple[str, np.dtype[Any], tuple[int, ...]]) -> str:
+    return entry[0]
 
 
 class InferenceThread:
@@ -484,6 +489,12 @@ def _split(outputs: Arrays, rows: Sequence[int]) -> list[Arrays]:
             raise InferenceFailed(f"output '{name}' has no batch axis of {total} rows; cannot split a batch")
     parts: list[Arrays] = []
     start = 0
+    if len(outputs) == 1:  # most models: a dict display, not a comprehension's call, per request
+        for name, array in outputs.items():
+            for count in rows:
+                parts.append({name: array[start : start + count]})
+                start += count
+        return parts
     for count in rows:
         end = start + count
         parts.append({name: array[start:end] for name, array in outputs.items()})
