@@ -15,6 +15,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -64,31 +65,32 @@ def _options() -> dict[str, Any]:
     return server_options(Settings())
 
 
-def _worker(host: str, port: int) -> None:
+def _fixed_reply() -> Any:
+    return app
+
+
+def _worker(factory: Callable[..., Any], arguments: tuple[Any, ...], host: str, port: int) -> None:
     import uvicorn
 
     from service.ops.supervisor import listening_socket
 
     sock = listening_socket(host, port)
-    config = uvicorn.Config(app, host=host, port=port, **_options())
+    config = uvicorn.Config(factory(*arguments), host=host, port=port, **_options())
     server = uvicorn.Server(config)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(server.serve(sockets=[sock]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
-    if args.workers == 1:
+def serve(factory: Callable[..., Any], arguments: tuple[Any, ...], host: str, port: int, workers: int) -> int:
+    """Run ``factory(*arguments)`` (a module-level callable: worker processes are spawned) as an ASGI app
+    on weightserve's server options, in ``workers`` processes with their own ``SO_REUSEPORT`` sockets."""
+    if workers == 1:
         import uvicorn
 
-        uvicorn.run(app, host=args.host, port=args.port, **_options())
+        uvicorn.run(factory(*arguments), host=host, port=port, **_options())
         return 0
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(args.host, args.port)) for _ in range(args.workers)]
+    processes = [context.Process(target=_worker, args=(factory, arguments, host, port)) for _ in range(workers)]
     for process in processes:
         process.start()
 
@@ -102,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     for process in processes:
         process.join()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    return serve(_fixed_reply, (), args.host, args.port, args.workers)
 
 
 if __name__ == "__main__":

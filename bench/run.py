@@ -1,6 +1,8 @@
-"""The benchmark: onnxruntime in-process, the naive server and weightserve under identical wrk load.
+"""The benchmark: onnxruntime in-process, the bare-ASGI ceiling, the minimal server, the naive server
+and weightserve under identical wrk load.
 
-    python -m bench [--seconds 10] [--workers N] [--connections 1,8,64]
+    python -m bench [--seconds 10] [--workers N] [--connections 1,8,64] [--skip-naive] [--skip-ceiling]
+                    [--skip-minimal] [--env KEY=VALUE]
 
 Everything runs on 127.0.0.1 in one go; models are generated into a temporary repository.
 """
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-naive", action="store_true", help="measure weightserve only")
     parser.add_argument("--skip-ceiling", action="store_true", help="leave out the bare-ASGI ceiling")
     parser.add_argument(
+        "--skip-minimal", action="store_true", help="leave out the minimal server (happy path only, no features)"
+    )
+    parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="extra setting for weightserve (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -127,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
                 server.wait_ready()
                 rows += [_load(server, SMALL, bodies[SMALL.name][0], c, args.seconds) for c in levels]
                 rows.append(_load(server, SMALL, bodies[SMALL.name][1], max(levels), args.seconds))
+            finally:
+                server.stop()
+        if not args.skip_minimal:
+            server = servers.minimal(repository / SMALL.name / "1" / "model.onnx", folder / "minimal.log", workers)
+            try:
+                server.wait_ready()
+                for body in bodies[SMALL.name]:
+                    _check(server, SMALL, body, sessions[SMALL.name])
+                    rows.append(_load(server, SMALL, body, max(levels), args.seconds))
             finally:
                 server.stop()
         if not args.skip_naive:
@@ -194,6 +208,12 @@ def _report(rows: list[Row], levels: list[int], wide_ceiling: float, batch: int)
     ws_binary_top = _find(rows, "weightserve", SMALL.name, "binary", top)
     share = _ratio(ws_binary_top, bare_binary) or float("nan")
     print(f"  small c={top:<3}      binary / bare ASGI (binary)  {share:6.1%}")
+    for body in ("json", "binary"):
+        least = _find(rows, "minimal", SMALL.name, body, top)
+        bare = _find(rows, "bare-asgi", SMALL.name, "json", top)
+        mine = _find(rows, "weightserve", SMALL.name, body, top)
+        print(f"  small {body:<6} c={top:<3} minimal / bare ASGI (json)  {_ratio(least, bare) or float('nan'):6.1%}")
+        print(f"  small {body:<6} c={top:<3} weightserve / minimal       {_ratio(mine, least) or float('nan'):6.1%}")
     print("\ntargets")
     for label, value, bound, at_least in _checks(rows, levels, wide_ceiling, batch):
         if value is None:

@@ -107,3 +107,11 @@ def ceiling(log: Path, workers: int) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--workers", str(workers)]
     return Server("bare-asgi", argv, port, "/ready", log)
+
+
+def minimal(model: Path, log: Path, workers: int) -> Server:
+    """The least a batching model server does (``bench/minimal.py``), on the same stack and worker count."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.minimal", "--model", str(model), "--port", str(port)]
+    argv += ["--workers", str(workers)]
+    return Server("minimal", argv, port, "/ready", log)
