@@ -69,8 +69,29 @@ class InferRequest:
         return self._booleans
 
 
+@dataclass(slots=True)
+class RequestHeader:
+    """A request's body, decompressed, with its JSON header parsed but not yet checked."""
+
+    body: bytes
+    end: int
+    """Where the JSON header ends and binary tensor data begins (the body's length when it is all JSON)."""
+    document: dict[str, Any] | None
+    """The JSON header; None for Triton's raw binary request (``Inference-Header-Content-Length: 0``)."""
+
+    @property
+    def binary(self) -> memoryview:
+        """The binary tensor data after the header."""
+        return memoryview(self.body)[self.end :]
+
+
 def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> InferRequest:
     """Decompress, split header from binary data, and check the request's structure."""
+    return check_request(read_header(body, headers, max_bytes))
+
+
+def read_header(body: bytes, headers: Mapping[str, str], max_bytes: int) -> RequestHeader:
+    """Decompress the body and parse its JSON header (a 400 for a body that is neither)."""
     encoding = headers.get("content-encoding")
     if encoding is not None:
         body = compression.decompress(body, encoding, max_bytes)
@@ -81,7 +102,7 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
     else:
         end = _header_length(length, len(body))
         if end == 0:
-            return InferRequest(raw_input=memoryview(body), parameters={"binary_data_output": True})
+            return RequestHeader(body, 0, None)
         header = memoryview(body)[:end]
     # Float tensor data straight into numpy when the body allows; otherwise the general parser (also
     # for a header without JSON tensor data, such as a binary request's, which it reads faster).
@@ -90,9 +111,16 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_bytes: int) -> In
         document = parse_json(header)
     if not isinstance(document, dict):
         raise InvalidRequest("inference request must be a JSON object")
-    request = _parse_document(document, memoryview(body)[end:])
-    request.body = body
-    request.header_end = end
+    return RequestHeader(body, end, document)
+
+
+def check_request(header: RequestHeader) -> InferRequest:
+    """The request's structure checked (names, datatypes, shapes, parameters), not yet its tensors."""
+    if header.document is None:
+        return InferRequest(raw_input=memoryview(header.body), parameters={"binary_data_output": True})
+    request = _parse_document(header.document, header.binary)
+    request.body = header.body
+    request.header_end = header.end
     return request
 
 

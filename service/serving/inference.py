@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from service.errors import ServiceError
 from service.protocol.decode import decode_inputs
 from service.protocol.encode import EncodedResponse, encode_response, select_outputs
-from service.protocol.request import parse_request
+from service.protocol.request import check_request, read_header
 from service.protocol.signature import request_rows
 from service.serving.registry import ModelRegistry
 from service.settings import Settings
@@ -25,17 +25,24 @@ async def infer(
     began = time.perf_counter_ns()
     async with registry.lease(name, version) as loaded:
         try:
-            request = parse_request(body, headers, settings.max_request_bytes)
-            feeds = decode_inputs(request, loaded.model.inputs, name, settings.max_request_bytes)
-            selected = select_outputs(request, loaded.model.output_names, name)
-            rows = request_rows(loaded.model.inputs, feeds)
+            limit = settings.max_request_bytes
+            header = read_header(body, headers, limit)
+            planned = loaded.request_plan.read(header, limit)
+            if planned is not None:
+                request_id, feeds, rows, selected = planned.request_id, planned.feeds, planned.rows, planned.selected
+            else:  # anything out of the ordinary, errors included
+                request = check_request(header)
+                request_id = request.id
+                feeds = decode_inputs(request, loaded.model.inputs, name, limit)
+                selected = select_outputs(request, loaded.model.output_names, name)
+                rows = request_rows(loaded.model.inputs, feeds)
             decoded = time.perf_counter_ns()
             outcome = await loaded.infer(feeds, rows)
             ran = time.perf_counter_ns()
             response = encode_response(
                 model_name=name,
                 model_version=str(loaded.version),
-                request_id=request.id,
+                request_id=request_id,
                 outputs=[(out, outcome.outputs[out], binary) for out, binary in selected],
                 accept_encoding=headers.get("accept-encoding"),
             )

@@ -15,6 +15,7 @@ import numpy as np
 
 from service.errors import Overloaded, RequestTimeout
 from service.ops.prometheus import ServiceMetrics
+from service.protocol.request_plan import RequestPlan
 from service.serving import batching
 from service.serving.admission import AdmissionGate
 from service.serving.batching import DynamicBatcher, Outcome, RunCost, elements, timed_call
@@ -49,8 +50,11 @@ class LoadedVersion:
     """How long this version's runs take (see `_run_alone`)."""
     _queue_time: Any = field(default=None, init=False, repr=False)
     _batch_size: Any = field(default=None, init=False, repr=False)
+    request_plan: RequestPlan = field(init=False, repr=False)
+    """Reads this signature's common requests in one pass (see ``protocol.request_plan``)."""
 
     def __post_init__(self) -> None:
+        self.request_plan = RequestPlan(self.model.inputs, self.model.output_names)
         # Labelled children resolved once: labels() locks and builds a key on every call.
         if self.metrics is not None:
             labels = (self.spec.name, str(self.spec.version))

@@ -1,0 +1,180 @@
+"""The request plan reads what the general path reads, exactly as it does, and gives up on the rest:
+it never accepts a request the general path refuses, nor decodes one differently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from service.errors import ServiceError
+from service.protocol.datatypes import NUMPY
+from service.protocol.decode import decode_inputs
+from service.protocol.encode import select_outputs
+from service.protocol.request import check_request, read_header
+from service.protocol.request_plan import PlannedRequest, RequestPlan
+from service.protocol.signature import TensorSpec, request_rows
+
+MAX = 1 << 20
+OUTPUTS = ("out", "aux")
+
+
+def spec(name: str, datatype: str, shape: tuple[int, ...]) -> TensorSpec:
+    return TensorSpec(name, datatype, shape, NUMPY[datatype])
+
+
+def body_of(document: dict[str, Any], chunks: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, {}
+    return header + b"".join(chunks), {"inference-header-content-length": str(len(header))}
+
+
+def general(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str]) -> Any:
+    try:
+        request = check_request(read_header(body, headers, MAX))
+        feeds = decode_inputs(request, specs, "m", MAX)
+        return request.id, feeds, request_rows(specs, feeds), select_outputs(request, OUTPUTS, "m")
+    except ServiceError:
+        return None
+
+
+def planned(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str]) -> PlannedRequest | None:
+    return RequestPlan(specs, OUTPUTS).read(read_header(body, headers, MAX), MAX)
+
+
+def assert_same(plan: PlannedRequest, expected: Any) -> None:
+    assert expected is not None, "the plan accepted a request the general path refuses"
+    request_id, feeds, rows, selected = expected
+    assert (plan.request_id, plan.rows, plan.selected) == (request_id, rows, selected)
+    assert plan.feeds.keys() == feeds.keys()
+    for name, array in feeds.items():
+        assert plan.feeds[name].dtype == array.dtype
+        assert plan.feeds[name].shape == array.shape
+        np.testing.assert_array_equal(plan.feeds[name], array)
+
+
+def test_the_requests_clients_send_are_planned_and_decoded_as_the_general_path_decodes_them() -> None:
+    specs = (spec("x", "FP32", (-1, 3)), spec("n", "INT64", (-1,)))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    n = np.array([5, -9], dtype=np.int64)
+    binary = {
+        "id": "r1",
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": x.nbytes}},
+            {"name": "n", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": n.nbytes}},
+        ],
+        "outputs": [{"name": "aux", "parameters": {"binary_data": True}}, {"name": "out"}],
+    }
+    body, headers = body_of(binary, [x.tobytes(), n.tobytes()])
+    plan = planned(specs, body, headers)
+    assert plan is not None
+    assert_same(plan, general(specs, body, headers))
+    assert plan.selected == [("aux", True), ("out", False)]
+    assert plan.rows == 2
+
+    json_only = (spec("x", "FP16", (-1, 3)),)
+    document = {"inputs": [{"name": "x", "datatype": "FP16", "shape": [2, 3], "data": x.reshape(-1).tolist()}]}
+    body, headers = body_of(document, [])
+    plan = planned(json_only, body, headers)
+    assert plan is not None
+    assert plan.feeds["x"].dtype == np.float16
+    assert_same(plan, general(json_only, body, headers))
+
+
+def test_what_the_plan_leaves_to_the_general_path() -> None:
+    specs = (spec("x", "FP32", (-1, 2)),)
+    plain = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]}
+    assert planned(specs, *body_of(plain, [])) is not None
+    others = [
+        {**plain, "inputs": [{**plain["inputs"][0], "data": [[1.0, 2.0]]}]},  # nested lists
+        {**plain, "inputs": [{**plain["inputs"][0], "data": [1e39, 2.0]}]},  # out of FP32's range: a 400
+        {**plain, "inputs": [{**plain["inputs"][0], "shape": [1, 3]}]},  # a wrong shape: a 400
+        {**plain, "parameters": {"priority": 1}},  # parameters it does not know
+        {**plain, "outputs": [{"name": "out", "parameters": {"classification": 2}}]},
+        {**plain, "extra": True},
+    ]
+    for document in others:
+        assert planned(specs, *body_of(document, [])) is None, document
+    raw = np.ones((1, 2), dtype=np.float32).tobytes()
+    raw_request = read_header(raw, {"inference-header-content-length": "0"}, MAX)
+    assert RequestPlan(specs, OUTPUTS).read(raw_request, MAX) is None
+    booleans = (spec("b", "BOOL", (-1,)),)
+    document = {"inputs": [{"name": "b", "datatype": "BOOL", "shape": [1], "parameters": {"binary_data_size": 1}}]}
+    assert planned(booleans, *body_of(document, [b"\x01"])) is None  # BOOL bytes need their check
+
+
+DATATYPES = ("FP32", "FP32", "FP16", "FP64", "INT64", "INT8", "UINT16", "BOOL")
+
+
+def rarely(draw: st.DrawFn) -> bool:
+    """A mistake, one time in five: most generated requests are good ones, which the plan must decode."""
+    return draw(st.integers(0, 4)) == 0
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[tuple[TensorSpec, ...], bytes, dict[str, str]]:
+    names = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=2, unique=True))
+    specs = tuple(
+        spec(name, draw(st.sampled_from(DATATYPES)), draw(st.sampled_from([(-1, 2), (-1,), (3,), (2, -1)])))
+        for name in names
+    )
+    rows = draw(st.integers(0, 3))
+    inputs: list[Any] = []
+    chunks: list[bytes] = []
+    for item in specs:
+        shape = [rows if dim < 0 else dim for dim in item.shape]
+        if draw(st.integers(0, 9)) == 0:  # a mistake in the shape
+            shape = draw(st.lists(st.one_of(st.integers(-1, 4), st.just(True)), max_size=3))
+        count = max(0, int(np.prod([d for d in shape if not isinstance(d, bool)] or [1])))
+        number = st.floats(-1000, 1000, width=16) if item.datatype.startswith("FP") else st.integers(0, 100)
+        values: list[Any] = draw(st.lists(number, min_size=count, max_size=count))
+        if rarely(draw) and count:  # a value out of range for the narrow types
+            values[0] = draw(st.sampled_from([1e39, 70000.0, 300]))
+        entry: dict[str, Any] = {"name": item.name, "datatype": "FP32" if rarely(draw) else item.datatype}
+        entry["shape"] = shape
+        if draw(st.booleans()) or not item.datatype.startswith("FP"):
+            itemsize = NUMPY[entry["datatype"]].itemsize
+            raw = draw(st.binary(min_size=count * itemsize, max_size=count * itemsize))
+            size: Any = draw(st.sampled_from([len(raw) + 1, True, float(len(raw))])) if rarely(draw) else len(raw)
+            entry["parameters"] = {"binary_data_size": size}
+            if rarely(draw):
+                entry["parameters"]["other"] = "x"
+            chunks.append(raw)
+        else:
+            entry["data"] = values
+        inputs.append(entry)
+    if rarely(draw):
+        inputs = draw(st.sampled_from([inputs[:1], inputs + inputs[:1]]))
+    document: dict[str, Any] = {"inputs": inputs}
+    if draw(st.booleans()):
+        document["id"] = 7 if rarely(draw) else "id-1"
+    if draw(st.booleans()):
+        bad = [{"binary_data_output": 1}, {"x": 1}]
+        good = [{}, {"binary_data_output": True}, {"binary_data_output": False}]
+        document["parameters"] = draw(st.sampled_from(bad if rarely(draw) else good))
+    if draw(st.booleans()):
+        output = "nope" if rarely(draw) else draw(st.sampled_from(OUTPUTS))
+        choices: list[Any] = [None, {"binary_data": True}, {"binary_data": False}]
+        parameters = {"binary_data": 0} if rarely(draw) else draw(st.sampled_from(choices))
+        entry = {"name": output} if parameters is None else {"name": output, "parameters": parameters}
+        other = "aux" if output == "out" else "out"
+        document["outputs"] = [entry, entry] if rarely(draw) else draw(st.sampled_from([[entry], [entry, {"name": other}]]))
+    body, headers = body_of(document, chunks)
+    return specs, body, headers
+
+
+@settings(max_examples=1500, deadline=None)
+@given(cases())
+def test_a_planned_request_is_one_the_general_path_accepts_and_decodes_the_same(
+    case: tuple[tuple[TensorSpec, ...], bytes, dict[str, str]],
+) -> None:
+    specs, body, headers = case
+    plan = planned(specs, body, headers)
+    expected = general(specs, body, headers)
+    if plan is not None:
+        assert_same(plan, expected)
+    event("planned" if plan is not None else "general path" if expected is not None else "refused")
