@@ -144,13 +144,9 @@ def _json_numbers(data: Any, datatype: str, name: str, request: InferRequest) ->
             raise InvalidInput(f"input '{name}': {datatype} data must be numbers (no null, strings or booleans)")
     target = NUMPY[datatype]
     if target.kind == "f":
-        with np.errstate(over="ignore"):
-            array = loose.astype(target)
-            # JSON has no infinities, so one here is a finite number too large for the datatype. A
-            # finite sum of squares (one BLAS pass) rules them out; only when it is not (an infinity, or
-            # merely huge values) does the exact scan run.
-            if target.itemsize < 8 and not math.isfinite(_sum_of_squares(array)) and np.isinf(array).any():
-                raise InvalidInput(f"input '{name}': values outside the range of {datatype}")
+        array = narrow_floats(loose, target)
+        if array is None:
+            raise InvalidInput(f"input '{name}': values outside the range of {datatype}")
         return array
     if loose.size and loose.dtype.kind == "f" and not np.array_equal(loose, np.floor(loose)):
         raise InvalidInput(f"input '{name}': {datatype} data must be integers")
@@ -223,6 +219,15 @@ def _decode_raw(raw: memoryview, specs: Sequence[TensorSpec], model_name: str) -
     return {spec.name: np.frombuffer(raw, dtype=NUMPY[spec.datatype]).reshape(shape)}
 
 
-def _sum_of_squares(array: np.ndarray) -> float:
-    flat = array.reshape(-1)
-    return float(flat.dot(flat))
+def narrow_floats(numbers: np.ndarray, target: np.dtype[Any]) -> np.ndarray | None:
+    """JSON numbers as the float dtype ``target``; None when one is a finite number outside its range
+    (JSON has no infinities, so an infinity after the cast is one of those)."""
+    with np.errstate(over="ignore"):
+        array = numbers.astype(target)
+        if target.itemsize < 8:
+            # A finite sum of squares (one BLAS pass) rules infinities out; only when it is not (an
+            # infinity, or merely huge values) does the exact scan run.
+            flat = array.reshape(-1)
+            if not math.isfinite(float(flat.dot(flat))) and np.isinf(array).any():
+                return None
+    return array

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from service.protocol.datatypes import ITEMSIZE, NUMPY
+from service.protocol.decode import narrow_floats
 from service.protocol.request import RequestHeader
 from service.protocol.signature import TensorSpec
 
@@ -165,13 +166,7 @@ def _json_floats(data: Any, target: np.dtype[Any], count: int) -> np.ndarray | N
     path must judge it (nested lists, a wrong count, values out of the datatype's range)."""
     if type(data) is not np.ndarray or data.size != count:
         return None
-    with np.errstate(over="ignore"):
-        array = data.astype(target)
-        if target.itemsize < 8:
-            flat = array.reshape(-1)
-            if not math.isfinite(float(flat.dot(flat))) and np.isinf(array).any():
-                return None
-    return array
+    return narrow_floats(data, target)
 
 
 def _binary_default(document: dict[str, Any]) -> bool | None:
