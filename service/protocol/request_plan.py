@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from service.errors import InvalidInput
 from service.protocol.datatypes import ITEMSIZE, NUMPY
 from service.protocol.decode import narrow_floats
 from service.protocol.request import RequestHeader
-from service.protocol.signature import TensorSpec
+from service.protocol.signature import TensorSpec, request_rows
 
 _PLANNED_TYPES = frozenset(
     {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -64,6 +65,7 @@ class RequestPlan:
         }
         # An input of another datatype: every request takes the general path.
         self._enabled = len(self._inputs) == len(inputs) and len(inputs) > 0
+        self._specs = tuple(inputs)
         self._outputs = tuple(output_names)
         self._known_outputs = frozenset(output_names)
 
@@ -124,17 +126,12 @@ class RequestPlan:
         return offset
 
     def _rows(self, feeds: dict[str, np.ndarray]) -> int | None:
-        """The request's samples, as `signature.request_rows` counts them; None when inputs disagree."""
-        rows: int | None = None
-        for name, array in feeds.items():
-            axis = self._inputs[name].spec.batch_axis
-            if axis is not None and axis < array.ndim:
-                size = int(array.shape[axis])
-                if rows is None:
-                    rows = size
-                elif size != rows:
-                    return None
-        return 1 if rows is None else rows
+        """The request's samples (`signature.request_rows`); None when inputs disagree, which the general
+        path words as an error."""
+        try:
+            return request_rows(self._specs, feeds)
+        except InvalidInput:
+            return None
 
     def _selected(self, raw_outputs: Any, binary_default: bool) -> list[tuple[str, bool]] | None:
         if raw_outputs is None:
