@@ -184,6 +184,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         metrics,
         settings.max_in_flight_requests,
         settings.access_log,
+        settings.idle_poll_ms / 1000,
     )
     return app
 

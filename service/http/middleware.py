@@ -16,6 +16,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, infer_target, read_headers
+from service.ops.idle_poll import IdlePoll
 from service.ops.logs import REQUEST_ID_HEADER, RequestContext, begin_request, end_request, request_id_from
 from service.ops.prometheus import ServiceMetrics
 
@@ -30,7 +31,14 @@ _UNLIMITED_PREFIXES = ("/v2/health/", "/metrics")
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_in_flight: int, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        max_in_flight: int,
+        access_log: bool = False,
+        idle_poll_s: float = 0.0,
+    ) -> None:
         self._app = app
         self._metrics = metrics
         self._max_in_flight = max_in_flight
@@ -43,6 +51,8 @@ class RequestMiddleware:
         # Infer requests go straight to the infer path when it is the next layer (see `_infer`).
         self._direct = app if isinstance(app, InferFastPath) else None
         self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, ...]] = {}
+        # After each response the loop polls a while for the client's next request (see ops.idle_poll).
+        self._idle_poll = IdlePoll(idle_poll_s) if idle_poll_s > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -80,6 +90,8 @@ class RequestMiddleware:
             self._open -= 1
             self._record(scope, context.started, status, context.model, context.version)
             end_request(token)
+            if self._idle_poll is not None:
+                self._idle_poll.touch()
 
     async def _handle(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         context, token, header = _begin(_request_id_header(scope))
@@ -120,6 +132,8 @@ class RequestMiddleware:
                 status = CLIENT_CLOSED_REQUEST
             self._record(scope, context.started, status, context.model, context.version)
             end_request(token)
+            if self._idle_poll is not None:
+                self._idle_poll.touch()
 
     def _open_requests(self) -> float:
         return float(self._open)
