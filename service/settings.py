@@ -54,15 +54,6 @@ def available_cores(cgroup_root: Path | None = None, proc_cgroup: Path | None = 
     return max(1, cores)
 
 
-IDLE_POLL_MS = 0.5
-"""The idle poll's default window where no CPU quota applies."""
-
-
-def default_idle_poll_ms(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> float:
-    """`IDLE_POLL_MS`, or 0 when this process runs under a CPU quota (see `cpu_quota`)."""
-    return 0.0 if cpu_quota(cgroup_root, proc_cgroup) is not None else IDLE_POLL_MS
-
-
 def cpu_quota(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
     """CPUs per period this process's cgroup (or any cgroup above it) may use; None when unlimited.
 
@@ -309,10 +300,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0.0)
     """A request still queued after this long fails with 504 instead of running."""
 
-    idle_poll_ms: float = Field(default_factory=default_idle_poll_ms, ge=0.0, le=100.0)
+    idle_poll_ms: float = Field(default=0.0, ge=0.0, le=100.0)
     """After each response a worker's event loop keeps polling this long for the next request instead
-    of sleeping (see ``service.ops.idle_poll``); 0 turns it off. Default: 0.5, or 0 under a cgroup CPU
-    quota, where the polling would spend quota that requests need."""
+    of sleeping (see ``service.ops.idle_poll``); 0, the default, never polls."""
 
     max_in_flight_requests: int = Field(default=512, ge=1)
     """HTTP requests (health and metrics aside) handled at once per process; more answer 503 before

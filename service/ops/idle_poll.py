@@ -2,17 +2,18 @@
 
 A closed-loop client (one that sends its next request when the answer arrives) finds the worker
 asleep in ``epoll_wait`` unless the request comes back within the same event-loop pass. On a virtual
-machine an idle vCPU halts, the host runs something else on its core, and the next request then
-pays for the wake-up and for caches that no longer hold the model's weights: measured on a 2-core
-VM, the small benchmark model's request at one connection took 0.8 ms with the loop asleep between
-requests and 0.4 ms with it polling for half a millisecond after each answer, at no more CPU per
-request (the poll spends time the wake-up would have spent). onnxruntime's own thread pools spin
-after work for the same reason.
+machine an idle vCPU halts, the host may run something else on its core, and the next request then
+pays for the wake-up and for caches that no longer hold the model's weights. Polling for a while
+after each answer keeps the core and its caches: measured on a 2-core VM with one connection, the
+benchmark's small model answered at a median of 0.7-0.8 ms with a 1 ms window against 1.0-1.1 ms
+without (the minimal server of ``bench/minimal.py``: 0.4 against 0.8 ms). onnxruntime's own thread
+pools spin after work for the same reason.
 
 The poll is bounded: a window after the latest response, renewed by every response. An idle worker
 stops polling once the window has passed, and a busy one never polls (its loop always has work).
-Under a CPU quota (a container limit) the spinning would spend quota that requests need, so the
-settings turn it off there by default (``Settings.idle_poll_ms``).
+It is off by default (``Settings.idle_poll_ms``): while requests keep coming less than a window
+apart, a worker's core stays busy, which spends a container's CPU quota and misleads autoscalers
+that follow CPU use, for a gain only where waking up is slow.
 """
 
 from __future__ import annotations

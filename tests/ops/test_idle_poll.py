@@ -1,5 +1,5 @@
 """After a response the event loop polls for a while instead of sleeping, then sleeps again; the
-window is renewed by every response and the default follows the CPU quota."""
+window is renewed by every response, and a server polls only when configured to."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-import service.settings
 from service.app import create_app
 from service.ops.idle_poll import IdlePoll
-from service.settings import IDLE_POLL_MS, Settings
+from service.settings import Settings
 from tests.serving.onnx_models import infer_body, write_version
 
 
@@ -95,22 +94,8 @@ def test_a_zero_window_never_polls() -> None:
     run_with_selector(body)
 
 
-def test_the_default_is_off_under_a_cpu_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "sys"
-    (root / "app").mkdir(parents=True)
-    (root / "cgroup.controllers").write_text("cpu")
-    (root / "cpu.max").write_text("max 100000")
-    (root / "app" / "cpu.max").write_text("200000 100000")
-    proc = tmp_path / "cgroup"
-    proc.write_text("0::/app\n")
-    monkeypatch.setattr(service.settings, "CGROUP_ROOT", root)
-    monkeypatch.setattr(service.settings, "PROC_SELF_CGROUP", proc)
-    monkeypatch.delenv("WEIGHTSERVE_IDLE_POLL_MS", raising=False)
+def test_the_server_never_polls_unless_configured() -> None:
     assert Settings().idle_poll_ms == 0.0
-    (root / "app" / "cpu.max").write_text("max 100000")
-    assert Settings().idle_poll_ms == IDLE_POLL_MS
-    monkeypatch.setenv("WEIGHTSERVE_IDLE_POLL_MS", "2")
-    assert Settings().idle_poll_ms == 2.0
 
 
 @pytest.mark.parametrize("path", ["/v2/models/m/infer", "/v2/health/live"])
