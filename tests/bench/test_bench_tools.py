@@ -15,8 +15,10 @@ import orjson
 from bench import ceiling
 from bench.bodies import binary_body, decode_output, json_body
 from bench.minimal import MinimalApp
-from bench.models import MlpShape, build, sample
+from bench.models import SMALL, WIDE, MlpShape, build, sample
 from bench.profile import IDLE, LOOP, OTHER, classify, read_collapsed
+from bench.run import Row, _report
+from bench.wrk import LoadResult
 
 
 async def test_the_ceiling_reads_the_whole_body_and_answers_a_fixed_v2_response() -> None:
@@ -91,3 +93,35 @@ async def test_the_minimal_server_batches_concurrent_requests_and_answers_each_i
     for answer, (_, inputs) in zip(answers, bodies, strict=True):
         expected = reference.run(None, {"input": inputs})[0]
         np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_report_prints_ratios_from_one_run_and_a_verdict_per_target(capsys: Any) -> None:
+    def row(server: str, body: str, connections: int, rps: float, p50: float, p99: float, cpu: float) -> Row:
+        load = LoadResult(requests=int(rps * 10), seconds=10.0, p50_ms=p50, p99_ms=p99, errors=0)
+        return Row(server, SMALL.name, body, connections, load, cpu)
+
+    rows = [
+        row("bare-asgi", "json", 1, 10_000, 0.1, 0.5, 100),
+        row("bare-asgi", "json", 64, 20_000, 3.0, 10.0, 100),
+        row("bare-asgi", "binary", 64, 25_000, 2.5, 8.0, 80),
+        row("naive", "json", 1, 1_000, 0.8, 2.0, 1500),
+        row("naive", "json", 64, 1_000, 60.0, 150.0, 1700),
+        row("weightserve", "json", 1, 1_100, 0.7, 2.0, 800),
+        row("weightserve", "json", 64, 9_000, 7.0, 20.0, 400),
+        row("weightserve", "binary", 64, 10_000, 6.0, 30.0, 300),
+        Row("weightserve", WIDE.name, "json", 64, LoadResult(850, 1.0, 50.0, 70.0, 0), 1600),
+    ]
+    _report(rows, [1, 64], wide_ceiling=1_000, batch=16)
+    out = capsys.readouterr().out
+    assert "small json c=64  weightserve / naive            9.00x" in out
+    assert "small json c=64  weightserve / bare ASGI       45.0%" in out
+    assert "small json   c=64  weightserve / bare ASGI: CPU per request  4.00x, p99  2.00x" in out
+    assert "small binary c=64  weightserve / bare ASGI: CPU per request  3.75x, p99  3.75x" in out
+    verdicts = {line[:50].strip(): line.split()[-1] for line in out.split("targets")[1].strip().splitlines()}
+    assert verdicts["small json c=1 p50 <= naive p50 (ms)"] == "met"
+    assert verdicts["small json c=64 >= 40% of bare ASGI"] == "met"
+    assert verdicts["small binary c=64 >= 50% of bare ASGI"] == "met"
+    assert verdicts["small binary c=64 >= 1.3x json"] == "MISSED"  # 1.11x
+    assert verdicts["small json c=64 cpu <= 120 us/req"] == "MISSED"
+    assert verdicts["small binary c=64 p99 <= 25 ms"] == "MISSED"
+    assert verdicts["wide c=64 >= 80% of in-process b=16"] == "met"  # 85 %
