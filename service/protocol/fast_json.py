@@ -27,19 +27,23 @@ if AVAILABLE:
 
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 
+ERRORS = (ValueError, TypeError, KeyError, IndexError, RuntimeError)
+"""What simdjson raises for malformed input (too deep, big integers, bad syntax, a wrong type)."""
+
+Object: Any = simdjson.Object if AVAILABLE else None
+Array: Any = simdjson.Array if AVAILABLE else None
+"""simdjson's document types, for exact type checks (None without pysimdjson: nothing is of that type)."""
+
 
 def loads(data: bytes | memoryview) -> dict[str, Any] | None:
     """The document with float tensors' ``data`` as float64 arrays, or None to parse it the usual way."""
-    if not AVAILABLE:
+    parsed = document(data)
+    if parsed is None:
         return None
     try:
-        document = simdjson.Parser().parse(data)
-        if not isinstance(document, simdjson.Object):
-            return None
-        return _top(document)
-    except (ValueError, TypeError, KeyError, IndexError, RuntimeError):
-        # simdjson reports malformed input (too deep, big integers, bad syntax) as RuntimeError; the
-        # general parser then reads the body again and words the error for the client.
+        return _top(parsed)
+    except ERRORS:
+        # The general parser then reads the body again and words the error for the client.
         return None
 
 
@@ -71,16 +75,46 @@ def _input(item: Any) -> Any:
     for key in keys:
         value = item[key]
         if key == "data" and numeric and isinstance(value, simdjson.Array):
-            # as_buffer flattens nested lists; nested data takes the usual path and its shape checks.
-            if len(value) and isinstance(value[0], simdjson.Array):
-                return None
-            array = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
-            if array.size != len(value):
+            array = floats(value)
+            if array is None:
                 return None
             out[key] = array
         else:
             out[key] = _plain(value)
     return out
+
+
+def document(data: bytes | memoryview) -> Any | None:
+    """The parsed JSON object, read lazily (simdjson's own document: see `floats` and `plain`), or None
+    when simdjson is missing, the text is malformed, or it is not an object."""
+    if not AVAILABLE:
+        return None
+    try:
+        parsed = simdjson.Parser().parse(data)
+    except ERRORS:
+        return None
+    return parsed if type(parsed) is simdjson.Object else None
+
+
+def floats(value: Any) -> np.ndarray | None:
+    """A flat array of numbers from `document` as float64, copied by simdjson without Python floats; None
+    for anything else (nested lists, strings, booleans, null), which the general parser words as an error."""
+    if type(value) is not simdjson.Array:
+        return None
+    count = len(value)
+    # as_buffer flattens nested lists; nested data takes the usual path and its shape checks.
+    if count and type(value[0]) is simdjson.Array:
+        return None
+    try:
+        array = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+    except ERRORS:
+        return None
+    return array if array.size == count else None
+
+
+def plain(value: Any) -> Any:
+    """A value from `document` as Python objects (dicts, lists, str, numbers)."""
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

@@ -26,8 +26,11 @@ async def infer(
     async with registry.lease(name, version) as loaded:
         try:
             limit = settings.max_request_bytes
-            header = read_header(body, headers, limit)
-            planned = loaded.request_plan.read(header, limit)
+            plan = loaded.request_plan
+            planned = plan.read_json(body, headers, limit)
+            if planned is None:
+                header = read_header(body, headers, limit)
+                planned = plan.read(header, limit)
             if planned is not None:
                 request_id, feeds, rows, selected = planned.request_id, planned.feeds, planned.rows, planned.selected
             else:  # anything out of the ordinary, errors included

@@ -43,7 +43,13 @@ def general(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str])
 
 
 def planned(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str]) -> PlannedRequest | None:
-    return RequestPlan(specs, OUTPUTS).read(read_header(body, headers, MAX), MAX)
+    """As the infer path asks the plan: a whole-JSON request from simdjson's document, else from the header."""
+    plan = RequestPlan(specs, OUTPUTS)
+    return plan.read_json(body, headers, MAX) or plan.read(read_header(body, headers, MAX), MAX)
+
+
+def from_document(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str]) -> PlannedRequest | None:
+    return RequestPlan(specs, OUTPUTS).read_json(body, headers, MAX)
 
 
 def assert_same(plan: PlannedRequest, expected: Any) -> None:
@@ -79,10 +85,26 @@ def test_the_requests_clients_send_are_planned_and_decoded_as_the_general_path_d
     json_only = (spec("x", "FP16", (-1, 3)),)
     document = {"inputs": [{"name": "x", "datatype": "FP16", "shape": [2, 3], "data": x.reshape(-1).tolist()}]}
     body, headers = body_of(document, [])
-    plan = planned(json_only, body, headers)
+    plan = from_document(json_only, body, headers)  # read from simdjson's document, with no copy first
     assert plan is not None
     assert plan.feeds["x"].dtype == np.float16
     assert_same(plan, general(json_only, body, headers))
+    # With every key a request may have, in any order.
+    document = {
+        "outputs": [{"name": "aux", "parameters": {"binary_data": True}}],
+        "parameters": {"binary_data_output": False},
+        "inputs": document["inputs"],
+        "id": "r2",
+    }
+    body, headers = body_of(document, [])
+    plan = from_document(json_only, body, headers)
+    assert plan is not None
+    assert_same(plan, general(json_only, body, headers))
+    assert plan.selected == [("aux", True)]
+    # Binary data, compressed bodies and models with an input that JSON floats cannot carry: from the header.
+    assert from_document(specs, *body_of(binary, [x.tobytes(), n.tobytes()])) is None
+    assert from_document(json_only, body, {"content-encoding": "gzip"}) is None
+    assert from_document(specs, *body_of({"inputs": [document["inputs"][0]]}, [])) is None
 
 
 def test_what_the_plan_leaves_to_the_general_path() -> None:
@@ -97,8 +119,17 @@ def test_what_the_plan_leaves_to_the_general_path() -> None:
         {**plain, "outputs": [{"name": "out", "parameters": {"classification": 2}}]},
         {**plain, "extra": True},
     ]
+    others += [
+        {**plain, "inputs": [{**plain["inputs"][0], "data": [1.0, True]}]},  # a boolean among the numbers
+        {**plain, "inputs": [{**plain["inputs"][0], "parameters": {}}]},  # a fifth key
+    ]
     for document in others:
         assert planned(specs, *body_of(document, [])) is None, document
+    text = body_of(plain, [])[0]
+    duplicated = text.replace(b'{"inputs"', b'{"id":"a","id":"b","inputs"')
+    assert duplicated != text
+    assert planned(specs, duplicated, {}) is None  # a key given twice
+    assert from_document(specs, text[:-1], {}) is None  # malformed JSON: the general path words the error
     raw = np.ones((1, 2), dtype=np.float32).tobytes()
     raw_request = read_header(raw, {"inference-header-content-length": "0"}, MAX)
     assert RequestPlan(specs, OUTPUTS).read(raw_request, MAX) is None
@@ -177,4 +208,6 @@ def test_a_planned_request_is_one_the_general_path_accepts_and_decodes_the_same(
     expected = general(specs, body, headers)
     if plan is not None:
         assert_same(plan, expected)
+    if plan is not None and from_document(specs, body, headers) is not None:
+        event("planned from simdjson's document")
     event("planned" if plan is not None else "general path" if expected is not None else "refused")
