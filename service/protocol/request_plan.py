@@ -15,7 +15,6 @@ path does (``tests/protocol/test_request_plan.py`` checks both on generated requ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +36,8 @@ _JSON_FLOATS = frozenset({"FP16", "FP32", "FP64"})
 _DOCUMENT_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRequest:
+@dataclass(slots=True)
+class PlannedRequest:  # not frozen: a frozen dataclass is built three times slower, and one is built per request
     request_id: str | None
     feeds: dict[str, np.ndarray]
     rows: int
@@ -224,10 +223,11 @@ def _count(spec: TensorSpec, shape: Any, max_elements: int) -> int:
     """The elements of an input of ``shape`` (a list, as sent) when it fits ``spec`` and the limit, else -1."""
     if type(shape) is not list or len(shape) != len(spec.shape):
         return -1
-    for got, want in zip(shape, spec.shape, strict=True):
+    count = 1
+    for got, want in zip(shape, spec.shape, strict=False):  # of equal length, checked above
         if type(got) is not int or got < 0 or (want >= 0 and got != want):
             return -1
-    count = math.prod(shape)
+        count *= got
     return count if count <= max_elements else -1
 
 
