@@ -99,11 +99,11 @@ def document(data: bytes | memoryview) -> Any | None:
 def floats(value: Any) -> np.ndarray | None:
     """A flat array of numbers from `document` as float64, copied by simdjson without Python floats; None
     for anything else (nested lists, strings, booleans, null), which the general parser words as an error."""
-    if type(value) is not simdjson.Array:
+    if Array is None or type(value) is not Array:
         return None
     count = len(value)
     # as_buffer flattens nested lists; nested data takes the usual path and its shape checks.
-    if count and type(value[0]) is simdjson.Array:
+    if count and type(value[0]) is Array:
         return None
     try:
         array = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)

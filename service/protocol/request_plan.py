@@ -10,7 +10,9 @@ binary data or as JSON floats that ``fast_json`` already read into numpy; output
 at most ``binary_data``) in one function, and gives up on anything else by returning None: the
 general path then answers that request, errors included. It never refuses a request itself, so
 each error and its message stay in one place, and what it accepts it decodes exactly as the general
-path does (``tests/protocol/test_request_plan.py`` checks both on generated requests).
+path does (``tests/protocol/test_request_plan.py`` checks both on generated requests). A plain JSON
+request is read straight from simdjson's parsed document (`RequestPlan.read_json`), before any Python
+copy of it is made.
 """
 
 from __future__ import annotations
