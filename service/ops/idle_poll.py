@@ -5,7 +5,7 @@ asleep in ``epoll_wait`` unless the request comes back within the same event-loo
 machine an idle vCPU halts, the host may run something else on its core, and the next request then
 pays for the wake-up and for caches that no longer hold the model's weights. Polling for a while
 after each answer keeps the core and its caches: measured on a 2-core VM with one connection, the
-benchmark's small model answered at a median of 0.7-0.8 ms with a 1 ms window against 1.0-1.1 ms
+benchmark's small model answered at a median of 0.5-0.8 ms with a 1 ms window against 1.0-1.1 ms
 without (the minimal server of ``bench/minimal.py``: 0.4 against 0.8 ms). onnxruntime's own thread
 pools spin after work for the same reason.
 

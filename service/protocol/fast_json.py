@@ -37,7 +37,7 @@ Array: Any = simdjson.Array if AVAILABLE else None
 
 def loads(data: bytes | memoryview) -> dict[str, Any] | None:
     """The document with float tensors' ``data`` as float64 arrays, or None to parse it the usual way."""
-    parsed = document(data)
+    parsed = parse(data)
     if parsed is None:
         return None
     try:
@@ -60,13 +60,13 @@ def _top(document: simdjson.Object) -> dict[str, Any] | None:
                 return None
             out[key] = inputs
         else:
-            out[key] = _plain(value)
+            out[key] = plain(value)
     return out
 
 
 def _input(item: Any) -> Any:
     if not isinstance(item, simdjson.Object):
-        return _plain(item)
+        return plain(item)
     keys = list(item.keys())
     if len(set(keys)) != len(keys):
         return None
@@ -80,13 +80,13 @@ def _input(item: Any) -> Any:
                 return None
             out[key] = array
         else:
-            out[key] = _plain(value)
+            out[key] = plain(value)
     return out
 
 
-def document(data: bytes | memoryview) -> Any | None:
-    """The parsed JSON object, read lazily (simdjson's own document: see `floats` and `plain`), or None
-    when simdjson is missing, the text is malformed, or it is not an object."""
+def parse(data: bytes | memoryview) -> Any | None:
+    """The JSON object as simdjson's document, whose values become Python objects only when read (see
+    `floats` and `plain`); None when simdjson is missing, the text is malformed, or it is not an object."""
     if not AVAILABLE:
         return None
     try:
@@ -97,7 +97,7 @@ def document(data: bytes | memoryview) -> Any | None:
 
 
 def floats(value: Any) -> np.ndarray | None:
-    """A flat array of numbers from `document` as float64, copied by simdjson without Python floats; None
+    """A flat array of numbers from `parse` as float64, copied by simdjson without Python floats; None
     for anything else (nested lists, strings, booleans, null), which the general parser words as an error."""
     if Array is None or type(value) is not Array:
         return None
@@ -113,11 +113,7 @@ def floats(value: Any) -> np.ndarray | None:
 
 
 def plain(value: Any) -> Any:
-    """A value from `document` as Python objects (dicts, lists, str, numbers)."""
-    return _plain(value)
-
-
-def _plain(value: Any) -> Any:
+    """A value from `parse` as Python objects (dicts, lists, str, numbers)."""
     if isinstance(value, simdjson.Object):
         return value.as_dict()
     if isinstance(value, simdjson.Array):

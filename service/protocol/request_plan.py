@@ -101,7 +101,7 @@ class RequestPlan:
         such a request, exactly as it does, and gives None for the rest."""
         if not self._json_ready or HEADER_LENGTH in headers or "content-encoding" in headers:
             return None
-        document = fast_json.document(body)
+        document = fast_json.parse(body)
         if document is None:
             return None
         try:

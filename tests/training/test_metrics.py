@@ -63,5 +63,8 @@ def test_the_shipped_autoencoders_metrics_are_what_evaluate_computes() -> None:
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {"image": noisy})
     evaluated = image_metrics(output, split.x_test, manifest["task"]["data_range"])
+    # To float32's precision, not to the bit: the manifest was computed where the model was trained, and
+    # onnxruntime's float32 kernels round differently on CPUs with other vector instructions (seen: MAE
+    # 1.16396784592 here against 1.16396784464 recorded). Another definition of a metric differs by far more.
     for key in ("mae", "psnr", "ssim"):
-        assert evaluated[key] == pytest.approx(manifest["metrics"][key], abs=1e-9), key
+        assert evaluated[key] == pytest.approx(manifest["metrics"][key], rel=1e-6), key
