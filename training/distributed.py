@@ -60,5 +60,11 @@ class ProcessGroup:
         return World(rank=0, size=1)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._owned:
-            dist.destroy_process_group()
+        if not self._owned:
+            return
+        if kind is None:
+            # Leave together: a rank that tears down gloo and exits while another still holds its
+            # connections (rank 0 exports and publishes after the others are done) can abort the job.
+            # After a failure there is no waiting for the others: torchrun stops them.
+            dist.barrier()
+        dist.destroy_process_group()

@@ -32,7 +32,8 @@ def test_two_processes_reach_the_quality_of_one(tmp_path: Path) -> None:
         env=env,
         cwd=ROOT,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    # The progress bar fills stderr; the ranks' own errors are in the lines around it.
+    assert done.returncode == 0, "\n".join(line for line in done.stderr.splitlines() if "step/s" not in line)[-4000:]
     # Only rank 0 publishes: exactly one version (and the model's example requests).
     assert sorted(p.name for p in (tmp_path / "diabetes_mlp").iterdir()) == ["1", "examples"]
     parallel = read_manifest(tmp_path / "diabetes_mlp" / "1")
