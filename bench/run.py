@@ -1,15 +1,22 @@
 """The benchmark: onnxruntime in-process, the bare-ASGI ceiling, the minimal server, the naive server
 and weightserve under identical wrk load.
 
-    python -m bench [--seconds 10] [--workers N] [--connections 1,8,64] [--skip-naive] [--skip-ceiling]
-                    [--skip-minimal] [--env KEY=VALUE]
+    python -m bench [--seconds 10] [--rounds 1] [--workers N] [--connections 1,8,64] [--skip-naive]
+                    [--skip-ceiling] [--skip-minimal] [--env KEY=VALUE]
 
-Everything runs on 127.0.0.1 in one go; models are generated into a temporary repository.
+Everything runs on 127.0.0.1 in one go; models are generated into a temporary repository. Every server
+is started first and the load runs are interleaved: each load point (model, body, connections) is
+measured on every server that serves it, one right after the other, in an order that rotates from
+point to point and round to round. A machine whose speed drifts during a run (a shared virtual
+machine can gain or lose a fifth within minutes) then shifts every server's figure alike, so the
+ratios stay fair. With ``--rounds N`` each point is measured N times and the report uses each
+server's median.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -22,6 +29,15 @@ import onnxruntime as ort
 from bench import inprocess, servers, wrk
 from bench.bodies import Body, binary_body, decode_output, json_body
 from bench.models import SMALL, WIDE, MlpShape, sample, write_repository
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One load point: a model, a body kind and a concurrency."""
+
+    shape: MlpShape
+    body: str
+    connections: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +95,50 @@ def _find(rows: list[Row], server: str, model: str, body: str, connections: int)
     return None
 
 
+def schedule(points: dict[str, list[Point]], rounds: int) -> list[tuple[str, Point]]:
+    """The load runs in order: ``points`` lists what each server (by label) is measured at. Point by point
+    (in the order they first appear), the servers that serve it run back to back; their order rotates
+    by one from point to point and from round to round, so that none is always measured first."""
+    order: list[Point] = []
+    for wanted in points.values():
+        order += [point for point in wanted if point not in order]
+    runs: list[tuple[str, Point]] = []
+    for round_index in range(rounds):
+        for index, point in enumerate(order):
+            serving = [label for label, wanted in points.items() if point in wanted]
+            turn = (index + round_index) % len(serving)
+            runs += [(label, point) for label in serving[turn:] + serving[:turn]]
+    return runs
+
+
+def medians(rows: list[Row]) -> list[Row]:
+    """One row per server and point: the one with the median throughput of its rounds (the upper one of
+    an even count), in the order the points were first measured."""
+    groups: dict[tuple[str, str, str, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.server, row.model, row.body, row.connections), []).append(row)
+    return [sorted(group, key=lambda r: r.load.rps)[len(group) // 2] for group in groups.values()]
+
+
+def _points(levels: list[int], args: argparse.Namespace) -> dict[str, list[Point]]:
+    """What each server is measured at (labels as the servers report them)."""
+    top = max(levels)
+    small_json = [Point(SMALL, "json", c) for c in levels]
+    points: dict[str, list[Point]] = {}
+    if not args.skip_ceiling:
+        points["bare-asgi"] = [*small_json, Point(SMALL, "binary", top)]
+    if not args.skip_minimal:
+        points["minimal"] = [Point(SMALL, "json", top), Point(SMALL, "binary", top)]
+    if not args.skip_naive:
+        points["naive"] = [*small_json, Point(WIDE, "json", top)]
+    points["weightserve"] = [
+        *(Point(SMALL, body, c) for c in levels for body in ("json", "binary")),
+        Point(WIDE, "json", top),
+        Point(WIDE, "binary", top),
+    ]
+    return points
+
+
 def _mean_batch(server: servers.Server, model: str) -> float:
     """Rows per execution, over every worker (the statistics are the server's, whichever worker answers)."""
     with httpx.Client() as client:
@@ -89,6 +149,9 @@ def _mean_batch(server: servers.Server, model: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load run (default 10)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every point this many times; report medians (default 1)"
+    )
     parser.add_argument("--workers", type=int, help="weightserve processes (default: its own default)")
     parser.add_argument("--connections", default="1,8,64", help="concurrency levels (default 1,8,64)")
     parser.add_argument("--skip-naive", action="store_true", help="measure weightserve only")
@@ -108,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         repository = write_repository(folder / "models")
         bodies = {
-            shape.name: (json_body(sample(shape), folder, shape.name), binary_body(sample(shape), folder, shape.name))
+            shape.name: {
+                "json": json_body(sample(shape), folder, shape.name),
+                "binary": binary_body(sample(shape), folder, shape.name),
+            }
             for shape in (SMALL, WIDE)
         }
         sessions = {
@@ -121,46 +187,29 @@ def main(argv: list[str] | None = None) -> int:
         }
         for key, value in ceiling.items():
             print(f"onnxruntime in-process {key:<11} {value:>9.0f} samples/s", flush=True)
-        rows: list[Row] = []
-        if not args.skip_ceiling:
-            server = servers.ceiling(folder / "ceiling.log", workers)
-            try:
+        points = _points(levels, args)
+        with contextlib.ExitStack() as stack:
+            started: dict[str, servers.Server] = {}
+            for label in points:
+                server = _start(label, repository, folder, workers, extra)
+                stack.callback(server.stop)
+                started[label] = server
+            for label, server in started.items():
                 server.wait_ready()
-                rows += [_load(server, SMALL, bodies[SMALL.name][0], c, args.seconds) for c in levels]
-                rows.append(_load(server, SMALL, bodies[SMALL.name][1], max(levels), args.seconds))
-            finally:
-                server.stop()
-        if not args.skip_minimal:
-            server = servers.minimal(repository / SMALL.name / "1" / "model.onnx", folder / "minimal.log", workers)
-            try:
-                server.wait_ready()
-                for body in bodies[SMALL.name]:
-                    _check(server, SMALL, body, sessions[SMALL.name])
-                    rows.append(_load(server, SMALL, body, max(levels), args.seconds))
-            finally:
-                server.stop()
-        if not args.skip_naive:
-            server = servers.naive(repository, folder / "naive.log")
-            try:
-                server.wait_ready()
-                for shape in (SMALL, WIDE):
-                    _check(server, shape, bodies[shape.name][0], sessions[shape.name])
-                rows += [_load(server, SMALL, bodies[SMALL.name][0], c, args.seconds) for c in levels]
-                rows.append(_load(server, WIDE, bodies[WIDE.name][0], max(levels), args.seconds))
-            finally:
-                server.stop()
-        server = servers.weightserve(repository, folder / "weightserve.log", workers, extra)
-        try:
-            server.wait_ready()
-            for shape in (SMALL, WIDE):
-                for body in bodies[shape.name]:
-                    _check(server, shape, body, sessions[shape.name])
-            for body in bodies[SMALL.name]:
-                rows += [_load(server, SMALL, body, c, args.seconds) for c in levels]
-            rows += [_load(server, WIDE, body, max(levels), args.seconds) for body in bodies[WIDE.name]]
-            wide_batch = _mean_batch(server, WIDE.name)
-        finally:
-            server.stop()
+                if label == "bare-asgi":  # a fixed reply, by design
+                    continue
+                for shape, kind in dict.fromkeys((point.shape, point.body) for point in points[label]):
+                    _check(server, shape, bodies[shape.name][kind], sessions[shape.name])
+            rows: list[Row] = []
+            for label, point in schedule(points, args.rounds):
+                body = bodies[point.shape.name][point.body]
+                rows.append(_load(started[label], point.shape, body, point.connections, args.seconds))
+            wide_batch = _mean_batch(started["weightserve"], WIDE.name)
+        if args.rounds > 1:
+            rows = medians(rows)
+            print(f"\nmedians of {args.rounds} rounds")
+            for row in rows:
+                print(_format(row))
         batch = max(1, round(wide_batch))
         ceiling[f"wide b={batch}"] = inprocess.samples_per_s(sessions[WIDE.name], WIDE, batch, 3.0)
         print(
@@ -170,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load after:  {_uptime()}")
     _report(rows, levels, ceiling[f"wide b={batch}"], batch)
     return 0
+
+
+def _start(label: str, repository: Path, folder: Path, workers: int, extra: dict[str, str]) -> servers.Server:
+    if label == "bare-asgi":
+        return servers.ceiling(folder / "ceiling.log", workers)
+    if label == "minimal":
+        return servers.minimal(repository / SMALL.name / "1" / "model.onnx", folder / "minimal.log", workers)
+    if label == "naive":
+        return servers.naive(repository, folder / "naive.log")
+    return servers.weightserve(repository, folder / "weightserve.log", workers, extra)
 
 
 def _default_workers(extra: dict[str, str]) -> int:

@@ -1,5 +1,5 @@
 """The benchmark's own parts: the bare-ASGI ceiling and the minimal server answer like servers, the profile
-sorts samples."""
+sorts samples, the load runs interleave the servers and the report reads them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bench.bodies import binary_body, decode_output, json_body
 from bench.minimal import MinimalApp
 from bench.models import SMALL, WIDE, MlpShape, build, sample
 from bench.profile import IDLE, LOOP, OTHER, classify, read_collapsed
-from bench.run import Row, _report
+from bench.run import Point, Row, _report, medians, schedule
 from bench.wrk import LoadResult
 
 
@@ -125,3 +125,45 @@ def test_the_report_prints_ratios_from_one_run_and_a_verdict_per_target(capsys: 
     assert verdicts["small json c=64 cpu <= 120 us/req"] == "MISSED"
     assert verdicts["small binary c=64 p99 <= 25 ms"] == "MISSED"
     assert verdicts["wide c=64 >= 80% of in-process b=16"] == "met"  # 85 %
+
+
+def test_each_load_point_runs_on_every_server_back_to_back_in_a_rotating_order() -> None:
+    json_1, json_64, binary_64 = Point(SMALL, "json", 1), Point(SMALL, "json", 64), Point(SMALL, "binary", 64)
+    wide = Point(WIDE, "json", 64)
+    points = {
+        "bare-asgi": [json_1, json_64, binary_64],
+        "naive": [json_1, json_64, wide],
+        "weightserve": [json_1, binary_64, json_64, wide],
+    }
+    runs = schedule(points, rounds=2)
+    first_round, second_round = runs[: len(runs) // 2], runs[len(runs) // 2 :]
+    assert first_round == [
+        ("bare-asgi", json_1),
+        ("naive", json_1),
+        ("weightserve", json_1),
+        ("naive", json_64),  # the next point starts one server later
+        ("weightserve", json_64),
+        ("bare-asgi", json_64),
+        ("bare-asgi", binary_64),  # two servers serve it: the third turn comes round to the first
+        ("weightserve", binary_64),
+        ("weightserve", wide),  # the fourth point: one turn on again
+        ("naive", wide),
+    ]
+    # The next round starts each point one turn later, so no server is always measured first.
+    assert [label for label, point in second_round if point == json_1] == ["naive", "weightserve", "bare-asgi"]
+    assert sorted(map(repr, second_round)) == sorted(map(repr, first_round))  # the same runs, once more
+
+
+def test_the_medians_keep_one_row_per_server_and_point_the_middle_one_by_throughput() -> None:
+    def row(server: str, connections: int, rps: float) -> Row:
+        return Row(server, SMALL.name, "json", connections, LoadResult(int(rps), 1.0, rps / 1000, rps / 100, 0), rps)
+
+    rows = [row("weightserve", 64, 5_000), row("naive", 64, 900), row("weightserve", 64, 4_000)]
+    rows += [row("naive", 64, 1_100), row("weightserve", 64, 6_000), row("naive", 64, 1_000), row("naive", 1, 700)]
+    kept = medians(rows)
+    assert [(r.server, r.connections, r.load.rps) for r in kept] == [
+        ("weightserve", 64, 5_000),
+        ("naive", 64, 1_000),
+        ("naive", 1, 700),
+    ]
+    assert kept[0].cpu_us == 5_000  # the whole row of that run: its latencies and CPU too
