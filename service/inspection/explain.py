@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InferenceFailed, InvalidRequest
+from service.errors import InferenceFailed, InvalidInput, InvalidRequest
 from service.inspection.backprop import backpropagate
 from service.inspection.head import Head
 from service.inspection.heatmap import normalise, upsample_bilinear
@@ -205,7 +205,14 @@ def _scores(value: np.ndarray, samples: int, name: str) -> np.ndarray:
         raise InvalidRequest(f"output '{name}' holds {value.dtype} values, not scores")
     if value.ndim == 0 or value.shape[0] != samples:
         raise InvalidRequest(f"output '{name}' has shape {list(value.shape)}, which has no row per image")
-    return value.reshape(samples, -1).astype(np.float64)
+    scores = value.reshape(samples, -1).astype(np.float64)
+    if not np.isfinite(scores).all():
+        # A heat map says which pixels move a score; a score that is already NaN or infinite moves no more.
+        raise InvalidInput(
+            f"output '{name}' is not finite (NaN or infinity) for this input, so there is nothing to explain; "
+            "the values may be outside what the model was trained on"
+        )
+    return scores
 
 
 def _occlusion(

@@ -31,6 +31,8 @@ def normalise(maps: np.ndarray) -> np.ndarray:
 
     Inputs are non-negative (ReLU'd CAM, positive score drops), so 0 keeps meaning "no evidence".
     """
+    # Gradients of finite scores can still overflow: an infinite value is the most evidence, NaN none.
+    maps = np.nan_to_num(maps, nan=0.0, posinf=np.finfo(np.float64).max, neginf=0.0)
     peaks = maps.reshape(maps.shape[0], -1).max(axis=1, initial=0.0)
     safe = np.where(peaks > 0.0, peaks, 1.0)
     return np.clip(maps / safe[:, None, None], 0.0, 1.0)

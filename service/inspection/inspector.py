@@ -108,7 +108,8 @@ class Inspector:
         self, loaded: LoadedVersion, body: bytes, headers: Mapping[str, str], max_bytes: int
     ) -> EncodedResponse:
         request, feeds = _decode(loaded, body, headers, max_bytes)
-        request_rows(loaded.model.inputs, feeds)
+        if request_rows(loaded.model.inputs, feeds) == 0:
+            raise InvalidInput("explain needs at least one image; the request has none (a batch of 0)")
         options = ExplainOptions.from_parameters(request.parameters)
         session = await self.session(loaded)
         labels = _task(loaded).get("labels")
@@ -163,7 +164,10 @@ class Inspector:
             raise InvalidRequest(
                 f"unknown output '{output}'; the model's outputs are {list(loaded.model.output_names)}"
             )
-        outcome = await loaded.infer(feeds, request_rows(loaded.model.inputs, feeds))
+        rows = request_rows(loaded.model.inputs, feeds)
+        if rows == 0:
+            raise InvalidInput("evaluate needs at least one sample; the request has none (a batch of 0)")
+        outcome = await loaded.infer(feeds, rows)
         spec = next(s for s in loaded.model.outputs if s.name == output)
         predictions, targets = _samples_first(outcome.outputs[output], targets, spec.batch_axis)
         metrics = await anyio.to_thread.run_sync(partial(_metrics, _task(loaded), predictions, targets))

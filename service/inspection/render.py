@@ -20,8 +20,8 @@ _GAP = 4
 
 
 def colormap(heat: np.ndarray) -> np.ndarray:
-    """[H, W] values in [0, 1] -> [H, W, 3] uint8 colours."""
-    position = np.clip(heat, 0.0, 1.0) * (len(_ANCHORS) - 1)
+    """[H, W] values in [0, 1] -> [H, W, 3] uint8 colours (NaN as 0: its floor would index nothing)."""
+    position = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0) * (len(_ANCHORS) - 1)
     low = np.minimum(np.floor(position).astype(np.int64), len(_ANCHORS) - 2)
     frac = (position - low)[..., None]
     colours: np.ndarray = np.rint(_ANCHORS[low] * (1.0 - frac) + _ANCHORS[low + 1] * frac)

@@ -25,7 +25,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MEDIA_TYPE = "text/plain; version=0.0.4"
+"""The text exposition format, as a response's media type: the HTTP layer adds the charset itself."""
+CONTENT_TYPE = f"{MEDIA_TYPE}; charset=utf-8"
+"""The ``Content-Type`` a scrape gets (one charset: Go's media type parser, Prometheus's, refuses two)."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

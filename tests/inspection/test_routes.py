@@ -17,6 +17,8 @@ from PIL import Image
 from service.app import create_app
 from service.inspection.evaluation import classification_metrics, image_metrics
 from service.inspection.explain import ExplainOptions, explain
+from service.inspection.heatmap import normalise
+from service.inspection.render import colormap
 from service.inspection.session import InspectionSession
 from service.settings import InspectionSettings, Settings
 
@@ -207,6 +209,13 @@ def test_occlusion_over_http_lights_only_the_scored_region(client: TestClient[An
             "window",
         ),
         ("cls", [_tensor("image", np.ones((1, 1, 5, 5), np.float32))], {}, "expects"),
+        ("cls", [_tensor("image", np.ones((0, 1, 6, 6), np.float32))], {}, "at least one image"),
+        (
+            "region",
+            [_tensor("image", np.ones((0, 1, 8, 8), np.float32))],
+            {"method": "occlusion"},
+            "at least one image",
+        ),
     ],
 )
 def test_bad_explain_requests_are_clear_400s(
@@ -293,6 +302,16 @@ def test_evaluate_regressor_and_image_model(client: TestClient[Any]) -> None:
             [_tensor("image", np.ones((1, 1, 8, 8), np.float32)), _tensor("targets", np.zeros(1))],
             "task",
         ),
+        (
+            "cls",
+            [_tensor("image", np.ones((0, 1, 6, 6), np.float32)), _tensor("targets", np.zeros(0), "INT64")],
+            "at least one sample",
+        ),
+        (
+            "mlp",
+            [_tensor("x", np.ones((0, 3), np.float32)), _tensor("targets", np.zeros((0, 2), np.float32))],
+            "at least one sample",
+        ),
     ],
 )
 def test_bad_evaluate_requests_are_clear_400s(
@@ -324,3 +343,40 @@ def test_occlusion_over_the_window_cap_is_a_400(repository: Path) -> None:
     assert one.status_code == 200
     assert two.status_code == 400
     assert "128 occluded copies" in two.json()["error"]
+
+
+@pytest.mark.parametrize("method", ["cam", "occlusion"])
+@pytest.mark.parametrize("accept", ["application/json", "image/png"])
+def test_an_image_whose_scores_are_not_finite_is_a_clear_400(client: TestClient[Any], method: str, accept: str) -> None:
+    images = np.ones((2, 1, 6, 6), np.float32)
+    images[1, 0, 2, 3] = np.nan  # one pixel: JSON cannot carry it, binary tensor data can
+    raw = images.tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "datatype": "FP32", "shape": [2, 1, 6, 6], "parameters": {"binary_data_size": len(raw)}}
+            ],
+            "parameters": {"method": method},
+        }
+    ).encode()
+
+    response = client.post(
+        "/v2/models/cls/explain",
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header)), "Accept": accept},
+    )
+
+    assert response.status_code == 400, response.text
+    assert "not finite" in response.json()["error"]
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_heat_maps_stay_in_range_and_render_whatever_values_reach_them() -> None:
+    maps = np.array([[[1.0, np.inf], [np.nan, 0.5]], [[np.nan, np.nan], [0.0, 0.0]]])
+    scaled = normalise(maps)
+    np.testing.assert_allclose(scaled, [[[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], atol=1e-300)
+    # Infinity is the most evidence (1), NaN none (0); the finite 1.0 and 0.5 are nothing beside it.
+    colours = colormap(np.array([[np.nan, 0.0], [0.5, 1.0]]))
+    assert colours.dtype == np.uint8
+    assert colours.shape == (2, 2, 3)
+    np.testing.assert_array_equal(colours[0, 0], colours[0, 1])  # NaN is drawn as 0

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.ops.logs import JsonFormatter
+from service.ops.prometheus import CONTENT_TYPE
 from service.settings import Settings
 from tests.serving.onnx_models import infer_body, write_version
 
@@ -33,7 +34,8 @@ def client(repository: Path) -> Iterator[TestClient]:  # type: ignore[type-arg]
 def _samples(client: TestClient, name: str) -> dict[tuple[tuple[str, str], ...], float]:  # type: ignore[type-arg]
     response = client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
+    # Exactly the exposition format's type, one charset (a scraper's media type parser refuses two).
+    assert response.headers["content-type"] == CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
     found = {}
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:

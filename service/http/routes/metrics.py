@@ -5,7 +5,7 @@ from litestar.datastructures import State
 
 from service.http.auth import requires
 from service.http.routes.schemas import SCOPED, answers
-from service.ops.prometheus import CONTENT_TYPE, ServiceMetrics
+from service.ops.prometheus import CONTENT_TYPE, MEDIA_TYPE, ServiceMetrics
 
 
 class MetricsController(Controller):
@@ -17,10 +17,10 @@ class MetricsController(Controller):
     @get(
         "/",
         sync_to_thread=False,
-        media_type=CONTENT_TYPE,
+        media_type=MEDIA_TYPE,
         summary="Prometheus metrics",
         responses=answers(str, *SCOPED, description="Prometheus text format.", media_type=CONTENT_TYPE),
     )
     def scrape(self, state: State) -> Response[bytes]:
         metrics: ServiceMetrics = state.metrics
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+        return Response(metrics.exposition(), media_type=MEDIA_TYPE)
