@@ -27,10 +27,31 @@ def error_response(exc: Exception, method: str, path: str) -> tuple[int, dict[st
     if isinstance(exc, HTTPException):
         message = exc.detail or "error"
         if isinstance(exc, ValidationException) and exc.extra:
-            message = f"{message}: {exc.extra}"
+            message = f"{message}: {_validation_details(exc.extra)}"
         return exc.status_code, {"error": message}, dict(exc.headers or {})
     log.exception("%s %s raised an unexpected error", method, path, exc_info=exc)
     return 500, {"error": f"internal server error: {type(exc).__name__}"}, {}
+
+
+def _validation_details(extra: object) -> str:
+    """Litestar's validation findings in words: ``query parameter 'bins': Expected `int`, got `str```,
+    not the Python repr of its list of dicts."""
+    if not isinstance(extra, list):
+        return str(extra)
+    parts = []
+    for item in extra:
+        if not isinstance(item, dict):
+            parts.append(str(item))
+            continue
+        key, source, text = item.get("key"), item.get("source"), item.get("message")
+        where = f"{getattr(source, 'value', source) or ''} parameter '{key}'".strip() if key else ""
+        if where and text:
+            parts.append(f"{where}: {text}")
+        elif where:
+            parts.append(f"{where} is invalid")
+        else:
+            parts.append(str(text or item))
+    return "; ".join(parts)
 
 
 def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:

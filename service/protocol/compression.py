@@ -21,16 +21,28 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         wbits = zlib.MAX_WBITS
     else:
         raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise InvalidRequest(f"request body is not valid {token} data: {exc}") from exc
-    if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
-    if not inflater.eof:
-        raise InvalidRequest(f"request body is truncated {token} data")
-    return out
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(rest, max_bytes - size + 1)
+        except zlib.error as exc:
+            raise InvalidRequest(f"request body is not valid {token} data: {exc}") from exc
+        size += len(out)
+        if size > max_bytes or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
+        if not inflater.eof:
+            raise InvalidRequest(f"request body is truncated {token} data")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        # gzip allows several members one after the other (RFC 1952), as `cat a.gz b.gz` makes; anything
+        # else after the end of the data is an error, never silently dropped.
+        if token != "gzip":
+            raise InvalidRequest(f"request body has {len(rest)} bytes after the end of its deflate data")
 
 
 def negotiate(accept_encoding: str | None) -> str | None:

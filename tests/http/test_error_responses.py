@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from litestar import Litestar, get
+from litestar.enums import ParamType
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -79,10 +80,21 @@ def test_retry_after_and_authenticate_headers_travel() -> None:
         (NotFoundException(), 404, {"error": "Not Found"}),
         (MethodNotAllowedException(), 405, {"error": "Method Not Allowed"}),
         (NotAuthorizedException("who are you"), 401, {"error": "who are you"}),
-        (ValidationException("Validation failed", extra=[{"key": "x"}]), 400, {"error": "Validation failed: [{'key': 'x'}]"}),
+        (ValidationException("Validation failed", extra=[{"key": "x"}]), 400, {"error": "Validation failed: parameter 'x' is invalid"}),
+        (
+            ValidationException(
+                "Validation failed",
+                extra=[
+                    {"key": "bins", "message": "Expected `int`, got `str`", "source": ParamType.QUERY},
+                    {"message": "body is not an object"},
+                ],
+            ),
+            400,
+            {"error": "Validation failed: query parameter 'bins': Expected `int`, got `str`; body is not an object"},
+        ),
         (HTTPException(status_code=413, detail="Request Entity Too Large"), 413, {"error": "Request Entity Too Large"}),
     ],
-    ids=["404", "405", "401", "validation", "413"],
+    ids=["404", "405", "401", "validation", "validation-in-words", "413"],
 )
 def test_litestar_errors_share_the_shape(exc: Exception, status: int, body: dict[str, Any]) -> None:
     with TestClient(_app(exc)) as client:
