@@ -38,7 +38,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         parts.append(out)
         rest = inflater.unused_data
         if not rest:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return b"".join(parts)  # one member: the very bytes object, not a copy
         # gzip allows several members one after the other (RFC 1952), as `cat a.gz b.gz` makes; anything
         # else after the end of the data is an error, never silently dropped.
         if token != "gzip":
