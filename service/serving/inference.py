@@ -27,7 +27,7 @@ async def infer(
         try:
             limit = settings.max_request_bytes
             plan = loaded.request_plan
-            planned = plan.read_json(body, headers, limit)
+            planned = plan.read_body(body, headers, limit)
             if planned is None:
                 header = read_header(body, headers, limit)
                 planned = plan.read(header, limit)

@@ -19,6 +19,7 @@ from service.protocol.request_plan import PlannedRequest, RequestPlan
 from service.protocol.signature import TensorSpec, request_rows
 
 MAX = 1 << 20
+HEADER = "inference-header-content-length"
 OUTPUTS = ("out", "aux")
 
 
@@ -42,14 +43,17 @@ def general(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str])
         return None
 
 
+def ask(plan: RequestPlan, body: bytes, headers: dict[str, str]) -> PlannedRequest | None:
+    """As the infer path asks the plan: from the body as it came, else from the parsed header."""
+    return plan.read_body(body, headers, MAX) or plan.read(read_header(body, headers, MAX), MAX)
+
+
 def planned(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str]) -> PlannedRequest | None:
-    """As the infer path asks the plan: a whole-JSON request from simdjson's document, else from the header."""
-    plan = RequestPlan(specs, OUTPUTS)
-    return plan.read_json(body, headers, MAX) or plan.read(read_header(body, headers, MAX), MAX)
+    return ask(RequestPlan(specs, OUTPUTS), body, headers)
 
 
 def from_document(specs: tuple[TensorSpec, ...], body: bytes, headers: dict[str, str]) -> PlannedRequest | None:
-    return RequestPlan(specs, OUTPUTS).read_json(body, headers, MAX)
+    return RequestPlan(specs, OUTPUTS).read_body(body, headers, MAX)
 
 
 def assert_same(plan: PlannedRequest, expected: Any) -> None:
@@ -138,6 +142,49 @@ def test_what_the_plan_leaves_to_the_general_path() -> None:
     assert planned(booleans, *body_of(document, [b"\x01"])) is None  # BOOL bytes need their check
 
 
+def test_a_binary_header_read_once_is_not_parsed_again_and_its_data_is_each_requests_own() -> None:
+    specs = (spec("x", "FP32", (-1, 3)), spec("n", "INT64", (-1,)))
+    document = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}},
+            {"name": "n", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": 16}},
+        ],
+        "outputs": [{"name": "aux", "parameters": {"binary_data": True}}],
+    }
+    plan = RequestPlan(specs, OUTPUTS)
+    first, headers = body_of(document, [np.zeros(6, np.float32).tobytes(), np.zeros(2, np.int64).tobytes()])
+    assert plan.read_body(first, headers, MAX) is None  # not seen yet: the header must be parsed
+    read = ask(plan, first, headers)
+    assert read is not None
+    assert_same(read, general(specs, first, headers))
+
+    x, n = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([3, -4], dtype=np.int64)
+    second, _ = body_of(document, [x.tobytes(), n.tobytes()])
+    again = plan.read_body(second, headers, MAX)
+    assert again is not None
+    assert_same(again, general(specs, second, headers))
+    np.testing.assert_array_equal(again.feeds["x"], x)
+    again.selected.append(("out", False))  # each request's own list: nothing it does reaches the next one
+    padded = {HEADER: " 0" + headers[HEADER]}  # read as the general path reads the length: the same request
+    assert plan.read_body(second, padded, MAX) is not None
+
+    assert plan.read_body(second + b"\0", headers, MAX) is None  # the data's length is each request's to check
+    assert plan.read_body(second[:-1], headers, MAX) is None
+    assert plan.read_body(second, {**headers, "content-encoding": "gzip"}, MAX) is None
+    assert plan.read_body(second, headers, 5) is None  # a lower limit than the one it was read under
+    assert plan.read_body(second, {**headers, HEADER: "x"}, MAX) is None
+    shorter = {**headers, HEADER: str(int(headers[HEADER]) - 1)}
+    assert plan.read_body(second, shorter, MAX) is None
+
+    # A client that gives each request its own id: the plan starts over rather than keep every header.
+    for number in range(64):
+        body, _ = body_of({**document, "id": f"r{number}"}, [x.tobytes(), n.tobytes()])
+        assert ask(plan, body, {HEADER: str(len(body) - 40)}) is not None
+    assert plan.read_body(second, headers, MAX) is None
+    assert ask(plan, second, headers) is not None
+    assert plan.read_body(second, headers, MAX) is not None
+
+
 DATATYPES = ("FP32", "FP32", "FP16", "FP64", "INT64", "INT8", "UINT16", "BOOL")
 
 
@@ -204,10 +251,17 @@ def test_a_planned_request_is_one_the_general_path_accepts_and_decodes_the_same(
     case: tuple[tuple[TensorSpec, ...], bytes, dict[str, str]],
 ) -> None:
     specs, body, headers = case
-    plan = planned(specs, body, headers)
+    reader = RequestPlan(specs, OUTPUTS)
+    plan = ask(reader, body, headers)
     expected = general(specs, body, headers)
     if plan is not None:
         assert_same(plan, expected)
+    # The same header again, with other data or data of another length: read as the general path reads it.
+    for again in (body, body[:-1] + b"\x7f", body + b"\0", body[:-1]):
+        replayed = reader.read_body(again, headers, MAX)
+        if replayed is not None:
+            assert_same(replayed, general(specs, again, headers))
+            event("a known binary header")
     if plan is not None and from_document(specs, body, headers) is not None:
         event("planned from simdjson's document")
     event("planned" if plan is not None else "general path" if expected is not None else "refused")

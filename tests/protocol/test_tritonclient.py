@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import ml_dtypes
 import numpy as np
 import onnxruntime as ort
@@ -195,6 +196,26 @@ def test_default_outputs_are_binary_for_tritonclient(client: httpclient.Inferenc
     outputs = result.get_response()["outputs"]
     assert all("binary_data_size" in o["parameters"] and "data" not in o for o in outputs)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + a)
+
+
+def test_repeated_binary_requests_each_get_their_own_answer(server: RunningServer) -> None:
+    """tritonclient sends the same header bytes for every request of the same shapes; the server reads
+    such a header once and the data of each request as its own, whatever its length."""
+    client = httpclient.InferenceServerClient(server.url)
+    for seed in range(4):
+        a, b = sample("FP32", (2, 16), seed), sample("FP32", (2, 16), seed + 10)
+        inputs = [infer_input("INPUT0", a, "FP32", True), infer_input("INPUT1", b, "FP32", True)]
+        result = client.infer("simple", inputs)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(inputs)
+    assert header_length is not None
+    url = f"{server.base_url}/v2/models/simple/infer"
+    headers = {"Inference-Header-Content-Length": str(header_length)}
+    assert httpx.post(url, content=body, headers=headers).status_code == 200
+    short = httpx.post(url, content=body[:-4], headers=headers)
+    assert short.status_code == 400
+    assert short.json()["error"] == "input 'INPUT1': binary_data_size 128 runs past the end of the body (124 bytes left)"
 
 
 @pytest.mark.parametrize("request_algo", [None, "gzip", "deflate"])
