@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,41 @@ def test_flat_float_data_decodes_exactly_as_python_floats_would(values: list[flo
     got = decode_inputs(parse_request(raw, {}, MAX), (spec,), "m", MAX)["x"]
     np.testing.assert_array_equal(got, expected)
     assert got.dtype == dtype
+
+
+FP32_MAX = float(np.finfo(np.float32).max)
+FP32_HALF_ULP = 2.0**103
+"""Numbers below FP32_MAX + FP32_HALF_ULP round to FP32_MAX; from there on they round to infinity."""
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values", "fits"),
+    [
+        ("FP16", [65504.0, -1.0], True),
+        ("FP16", [65519.0], True),  # rounds down to 65504
+        ("FP16", [65520.0], False),  # rounds up to infinity
+        ("FP16", [60000.0] * 10, True),  # big squares, each number in range
+        ("FP16", [1.0, -70000.0], False),
+        ("FP32", [FP32_MAX, -FP32_MAX], True),
+        ("FP32", [FP32_MAX + FP32_HALF_ULP * 0.9], True),
+        ("FP32", [FP32_MAX + FP32_HALF_ULP], False),
+        ("FP32", [1.0] * 100 + [1e39], False),
+        ("FP64", [1e308, -1e308], True),
+    ],
+)
+def test_numbers_at_the_edge_of_a_narrow_range(datatype: str, values: list[float], fits: bool) -> None:
+    dtype = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}[datatype]
+    spec = TensorSpec("x", datatype, (-1,), np.dtype(dtype))
+    request = parse_request(body(datatype, values, [len(values)]), {}, MAX)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning escapes, whichever way the check goes
+        if not fits:
+            with pytest.raises(InvalidInput, match=f"outside the range of {datatype}"):
+                decode_inputs(request, (spec,), "m", MAX)
+            return
+        got = decode_inputs(request, (spec,), "m", MAX)["x"]
+    np.testing.assert_array_equal(got, np.asarray(values).astype(dtype))
+    assert np.isfinite(got).all()
 
 
 def test_everything_but_float_data_is_plain_python() -> None:
