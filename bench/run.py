@@ -7,9 +7,9 @@ and weightserve under identical wrk load.
 Everything runs on 127.0.0.1 in one go; models are generated into a temporary repository. Every server
 is started first and the load runs are interleaved: each load point (model, body, connections) is
 measured on every server that serves it, one right after the other, in an order that rotates from
-point to point and round to round. A machine whose speed drifts during a run (a shared virtual
-machine can gain or lose a fifth within minutes) then shifts every server's figure alike, so the
-ratios stay fair. With ``--rounds N`` each point is measured N times and the report uses each
+point to point and round to round; JSON and binary at one concurrency run one after the other. A
+machine whose speed drifts during a run (a shared virtual machine can gain or lose a fifth within
+minutes) then shifts every server's figure alike, so the ratios stay fair. With ``--rounds N`` each point is measured N times and the report uses each
 server's median.
 """
 
@@ -96,12 +96,17 @@ def _find(rows: list[Row], server: str, model: str, body: str, connections: int)
 
 
 def schedule(points: dict[str, list[Point]], rounds: int) -> list[tuple[str, Point]]:
-    """The load runs in order: ``points`` lists what each server (by label) is measured at. Point by point
-    (in the order they first appear), the servers that serve it run back to back; their order rotates
-    by one from point to point and from round to round, so that none is always measured first."""
-    order: list[Point] = []
+    """The load runs in order: ``points`` lists what each server (by label) is measured at. Point by point,
+    the servers that serve it run back to back; their order rotates by one from point to point and from
+    round to round, so that none is always measured first. The points go model by model (in the order
+    they first appear), by concurrency, JSON before binary: the two bodies at one concurrency, which
+    the binary targets compare, run one right after the other."""
+    models: list[str] = []
+    distinct: list[Point] = []
     for wanted in points.values():
-        order += [point for point in wanted if point not in order]
+        models += [point.shape.name for point in wanted if point.shape.name not in models]
+        distinct += [point for point in wanted if point not in distinct]
+    order = sorted(distinct, key=lambda p: (models.index(p.shape.name), p.connections, p.body != "json"))
     runs: list[tuple[str, Point]] = []
     for round_index in range(rounds):
         for index, point in enumerate(order):

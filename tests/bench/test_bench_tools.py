@@ -129,11 +129,11 @@ def test_the_report_prints_ratios_from_one_run_and_a_verdict_per_target(capsys: 
 
 def test_each_load_point_runs_on_every_server_back_to_back_in_a_rotating_order() -> None:
     json_1, json_64, binary_64 = Point(SMALL, "json", 1), Point(SMALL, "json", 64), Point(SMALL, "binary", 64)
-    wide = Point(WIDE, "json", 64)
+    binary_1, wide = Point(SMALL, "binary", 1), Point(WIDE, "json", 64)
     points = {
         "bare-asgi": [json_1, json_64, binary_64],
-        "naive": [json_1, json_64, wide],
-        "weightserve": [json_1, binary_64, json_64, wide],
+        "naive": [wide, json_1, json_64],
+        "weightserve": [json_1, binary_64, json_64, wide, binary_1],
     }
     runs = schedule(points, rounds=2)
     first_round, second_round = runs[: len(runs) // 2], runs[len(runs) // 2 :]
@@ -141,13 +141,14 @@ def test_each_load_point_runs_on_every_server_back_to_back_in_a_rotating_order()
         ("bare-asgi", json_1),
         ("naive", json_1),
         ("weightserve", json_1),
-        ("naive", json_64),  # the next point starts one server later
-        ("weightserve", json_64),
+        ("weightserve", binary_1),  # binary right after JSON at the same concurrency, wherever it was listed
+        ("weightserve", json_64),  # the third point: two servers on
         ("bare-asgi", json_64),
-        ("bare-asgi", binary_64),  # two servers serve it: the third turn comes round to the first
-        ("weightserve", binary_64),
-        ("weightserve", wide),  # the fourth point: one turn on again
-        ("naive", wide),
+        ("naive", json_64),
+        ("weightserve", binary_64),  # two servers serve it: the fourth turn is the second
+        ("bare-asgi", binary_64),
+        ("naive", wide),  # the next model after the first one's points
+        ("weightserve", wide),
     ]
     # The next round starts each point one turn later, so no server is always measured first.
     assert [label for label, point in second_round if point == json_1] == ["naive", "weightserve", "bare-asgi"]
