@@ -9,8 +9,8 @@ is started first and the load runs are interleaved: each load point (model, body
 measured on every server that serves it, one right after the other, in an order that rotates from
 point to point and round to round; JSON and binary at one concurrency run one after the other. A
 machine whose speed drifts during a run (a shared virtual machine can gain or lose a fifth within
-minutes) then shifts every server's figure alike, so the ratios stay fair. With ``--rounds N`` each point is measured N times and the report uses each
-server's median.
+minutes) then shifts every server's figure alike, so the ratios stay fair. With ``--rounds N`` each
+point is measured N times and the report uses each server's median.
 """
 
 from __future__ import annotations
