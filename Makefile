@@ -40,7 +40,7 @@ lint:
 	$(BIN)/ruff check .
 
 typecheck:
-	$(BIN)/mypy --strict service training weightserve
+	$(BIN)/mypy --strict service training weightserve bench
 
 pytest:
 	$(BIN)/python -m pytest -q -ra

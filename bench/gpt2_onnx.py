@@ -11,6 +11,7 @@ as GPT-2's Conv1D keeps them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -27,7 +28,7 @@ def build_gpt2(folder: Path, seed: int = 0, layers: int = LAYERS) -> tuple[Path,
     data = ExternalWriter(folder, seed)
     nodes: list[onnx.NodeProto] = []
 
-    def node(op: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [output], name=f"/{output}/{op}", **attrs))
         return output
 
