@@ -15,10 +15,10 @@ path does (``tests/protocol/test_request_plan.py`` checks both on generated requ
 `RequestPlan.read_body` reads two kinds of request before anything else is done with the body. A plain
 JSON request is read straight from simdjson's parsed document, before any Python copy of it is made. A
 binary request whose JSON header the plan has read before is not parsed again: a client sends the
-same header bytes for every request of the same shapes (tritonclient does, unless each request
-carries its own id), and the same bytes say the same thing, so the plan remembers where each input
-lies in the binary data and takes the arrays from there. Parsing and checking the header was a fifth
-of a small model's binary request on the server.
+same header bytes for every request of the same shapes (tritonclient does, unless it is given a
+request id), and the same bytes say the same thing, so the plan remembers where each input lies in
+the binary data and takes the arrays from there. Headers with an id are not remembered. Parsing and
+checking the header was a fifth of a small model's binary request on the server.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ _DOCUMENT_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _REMEMBERED_HEADER_BYTES = 4096
 """Longer JSON headers are not remembered: a binary request's header only names its tensors."""
 _REMEMBERED_HEADERS = 64
-"""Headers remembered per plan. When full it starts over: a client that gives every request its own id
-fills it with headers that never come again."""
+"""Headers remembered per plan (one per distinct set of shapes and outputs). When full it starts over."""
 
 
 @dataclass(slots=True)
@@ -81,7 +80,6 @@ class _BinaryLayout:
     """The element count of the largest input, checked against the limit of each request read."""
     rows: int
     selected: tuple[tuple[str, bool], ...]
-    request_id: str | None
 
 
 class RequestPlan:
@@ -122,8 +120,11 @@ class RequestPlan:
         selected = self._selected(document.get("outputs"), binary_default)
         if offset != len(binary) or rows is None or selected is None:
             return None
-        request = PlannedRequest(document.get("id"), feeds, rows, selected)
-        if offset and all("parameters" in raw for raw in raw_inputs):
+        request_id = document.get("id")
+        request = PlannedRequest(request_id, feeds, rows, selected)
+        # Not with an id: a client that sets one mostly sets a new one each time, and its headers never
+        # come again.
+        if request_id is None and offset and all("parameters" in raw for raw in raw_inputs):
             self._remember(header, raw_inputs, request)
         return request
 
@@ -154,7 +155,7 @@ class RequestPlan:
             name: np.frombuffer(body, dtype, count, end + offset).reshape(shape)
             for name, dtype, count, offset, shape in layout.inputs
         }
-        return PlannedRequest(layout.request_id, feeds, layout.rows, list(layout.selected))
+        return PlannedRequest(None, feeds, layout.rows, list(layout.selected))
 
     def _remember(self, header: RequestHeader, raw_inputs: list[Any], request: PlannedRequest) -> None:
         """Keeps where a binary request's inputs lie, by its JSON header's bytes (every input binary)."""
@@ -171,7 +172,7 @@ class RequestPlan:
         largest = max(count for _, _, count, _, _ in inputs)
         selected = tuple(request.selected)
         key = bytes(header.body[: header.end])
-        self._layouts[key] = _BinaryLayout(tuple(inputs), offset, largest, request.rows, selected, request.request_id)
+        self._layouts[key] = _BinaryLayout(tuple(inputs), offset, largest, request.rows, selected)
 
     def _read_json(self, body: bytes, max_elements: int) -> PlannedRequest | None:
         """A whole-JSON request read from simdjson's document as it is, without first copying it into
