@@ -176,11 +176,30 @@ def test_a_binary_header_read_once_is_not_parsed_again_and_its_data_is_each_requ
     shorter = {**headers, HEADER: str(int(headers[HEADER]) - 1)}
     assert plan.read_body(second, shorter, MAX) is None
 
-    # A header with an id is not remembered: a client that sets one mostly sets a new one each time.
-    with_id, _ = body_of({**document, "id": "r1"}, [x.tobytes(), n.tobytes()])
-    id_headers = {HEADER: str(len(with_id) - 40)}
-    assert ask(plan, with_id, id_headers) is not None
-    assert plan.read_body(with_id, id_headers, MAX) is None
+    # A leading id, as tritonclient writes it, is cut out: each request is read with its own id.
+    for number in range(3):
+        with_id, id_headers = body_of({"id": f"r-{number}", **document}, [x.tobytes(), n.tobytes()])
+        read = ask(plan, with_id, id_headers) if number == 0 else plan.read_body(with_id, id_headers, MAX)
+        assert read is not None
+        assert read.request_id == f"r-{number}"
+        assert_same(read, general(specs, with_id, id_headers))
+    # Ids the general path must judge (escapes, control characters, bytes that are not UTF-8, a second
+    # id), and ids anywhere but first, are read the general way.
+    header_end = len(with_id) - 40
+    for odd in (b'{"id":"a\\"b",', b'{"id":"a\\nb",', b'{"id":"a\tb",', b'{"id":"\xff",', b'{"id":"a","id":"b",'):
+        body = odd + with_id[len(b'{"id":"r-2",') :]
+        odd_headers = {HEADER: str(header_end - len(b'{"id":"r-2",') + len(odd))}
+        assert plan.read_body(body, odd_headers, MAX) is None, odd
+        try:
+            read = ask(plan, body, odd_headers)
+        except ServiceError:  # malformed: the general path's 400
+            read = None
+        if read is not None:
+            assert_same(read, general(specs, body, odd_headers))
+        assert plan.read_body(body, odd_headers, MAX) is None, odd  # and not remembered either
+    id_last, last_headers = body_of({**document, "id": "r-9"}, [x.tobytes(), n.tobytes()])
+    assert ask(plan, id_last, last_headers) is not None
+    assert plan.read_body(id_last, last_headers, MAX) is None
 
     # Many shapes: the plan starts over rather than keep every header.
     for rows in range(3, 67):
@@ -240,7 +259,9 @@ def cases(draw: st.DrawFn) -> tuple[tuple[TensorSpec, ...], bytes, dict[str, str
         inputs = draw(st.sampled_from([inputs[:1], inputs + inputs[:1]]))
     document: dict[str, Any] = {"inputs": inputs}
     if draw(st.booleans()):
-        document["id"] = 7 if rarely(draw) else "id-1"
+        request_id = 7 if rarely(draw) else "id-1"
+        # First, as tritonclient writes it, or last.
+        document = {"id": request_id, **document} if draw(st.booleans()) else {**document, "id": request_id}
     if draw(st.booleans()):
         bad = [{"binary_data_output": 1}, {"x": 1}]
         good = [{}, {"binary_data_output": True}, {"binary_data_output": False}]
@@ -267,12 +288,14 @@ def test_a_planned_request_is_one_the_general_path_accepts_and_decodes_the_same(
     expected = general(specs, body, headers)
     if plan is not None:
         assert_same(plan, expected)
-    # The same header again, with other data or data of another length: read as the general path reads it.
-    for again in (body, body[:-1] + b"\x7f", body + b"\0", body[:-1]):
+    # The same header again, with other data or data of another length, or another id: read as the
+    # general path reads it.
+    other_id = body.replace(b'"id":"id-1"', b'"id":"id-2"')
+    for again in (body, body[:-1] + b"\x7f", body + b"\0", body[:-1], other_id):
         replayed = reader.read_body(again, headers, MAX)
         if replayed is not None:
             assert_same(replayed, general(specs, again, headers))
-            event("a known binary header")
+            event("a known binary header" + (" with a leading id" if again.startswith(b'{"id"') else ""))
     if plan is not None and from_document(specs, body, headers) is not None:
         event("planned from simdjson's document")
     event("planned" if plan is not None else "general path" if expected is not None else "refused")

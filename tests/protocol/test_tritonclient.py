@@ -199,15 +199,18 @@ def test_default_outputs_are_binary_for_tritonclient(client: httpclient.Inferenc
 
 
 def test_repeated_binary_requests_each_get_their_own_answer(server: RunningServer) -> None:
-    """tritonclient sends the same header bytes for every request of the same shapes; the server reads
-    such a header once and the data of each request as its own, whatever its length."""
+    """tritonclient sends the same header bytes for every request of the same shapes (but for the id
+    it leads with, when given one); the server reads such a header once and the data and id of each
+    request as its own, whatever the data's length."""
     client = httpclient.InferenceServerClient(server.url)
-    for seed in range(4):
+    for seed in range(6):
         a, b = sample("FP32", (2, 16), seed), sample("FP32", (2, 16), seed + 10)
         inputs = [infer_input("INPUT0", a, "FP32", True), infer_input("INPUT1", b, "FP32", True)]
-        result = client.infer("simple", inputs)
+        request_id = f"trace-{seed}" if seed % 2 else ""
+        result = client.infer("simple", inputs, request_id=request_id)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+        assert result.get_response().get("id", "") == request_id
     body, header_length = httpclient.InferenceServerClient.generate_request_body(inputs)
     assert header_length is not None
     url = f"{server.base_url}/v2/models/simple/infer"
