@@ -175,6 +175,8 @@ class RequestPlan:
             if cut is None or request_id != request.request_id:
                 return
             key = cut
+        if key in self._layouts:  # a compressed request, read here each time: known already
+            return
         inputs = []
         offset = 0
         for raw in raw_inputs:
