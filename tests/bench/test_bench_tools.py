@@ -4,6 +4,7 @@ sorts samples, the load runs interleave the servers and the report reads them.""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from bench import ceiling
 from bench.bodies import binary_body, decode_output, json_body
 from bench.minimal import MinimalApp
 from bench.models import SMALL, WIDE, MlpShape, build, sample
+from bench.native import INTERPRETER, RATE, library_of, per_request_us, read_report
+from bench.native import OTHER as NATIVE_OTHER
 from bench.profile import IDLE, LOOP, OTHER, classify, read_collapsed
 from bench.run import Point, Row, _report, medians, schedule
 from bench.wrk import LoadResult
@@ -57,6 +60,39 @@ def test_the_profile_names_the_innermost_known_part_of_each_stack() -> None:
     assert classify("main (somewhere/else.py:1)") == OTHER
     counts = read_collapsed([f"{loop} 7", f"{infer};run (onnxruntime/capi/x.py:1) 3", "garbage"])
     assert counts == {LOOP: 7, "onnxruntime run": 3}
+
+
+def test_the_native_profile_counts_each_perf_sample_for_the_library_it_was_taken_in() -> None:
+    report = """# To display the perf.data header info, please use --header/--header-only options.
+#
+# Samples: 16K of event 'cpu-clock:ppp'
+#
+# Overhead       Samples  Shared Object
+# ........  ............  ..........................................
+#
+    52.73%          8531  libpython3.11.so.1.0
+    11.79%          1908  onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so
+    10.83%          1752  [kernel.kallsyms]
+     9.03%          1461  csimdjson.abi3.so
+     6.14%           994  libc.so.6
+     3.32%           537  loop.cpython-311-x86_64-linux-gnu.so
+     2.85%           461  _multiarray_umath.cpython-311-x86_64-linux-gnu.so
+     1.29%           209  parser.cpython-311-x86_64-linux-gnu.so
+     0.19%            31  url_parser.cpython-311-x86_64-linux-gnu.so
+     0.12%            19  libscipy_openblas64_-32a4b2a6.so
+     0.05%             8  [vdso]
+"""
+    counts = read_report(report.splitlines())
+    assert counts[INTERPRETER] == 8531
+    assert counts["httptools"] == 209 + 31
+    assert counts["numpy, BLAS"] == 461 + 19
+    assert counts["kernel (sockets, scheduling)"] == 1752
+    assert counts[NATIVE_OTHER] == 8
+    assert sum(counts.values()) == 8531 + 1908 + 1752 + 1461 + 994 + 537 + 461 + 209 + 31 + 19 + 8
+    assert library_of("python3.13") == INTERPRETER  # a statically linked interpreter
+    assert library_of("libc.so.6") == "libc (memcpy, malloc)"
+    # RATE samples a second are a second of CPU: spread over 1000 requests, 1000 us each.
+    assert per_request_us(Counter({INTERPRETER: RATE}), 1000) == {INTERPRETER: 1000.0}
 
 
 async def test_the_minimal_server_batches_concurrent_requests_and_answers_each_its_own_rows(tmp_path: Path) -> None:
