@@ -207,6 +207,9 @@ class DynamicBatcher:
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        """The loop the runner started on; every request's future belongs to it. Kept because asking
+        asyncio for the running loop is a system call in Python 3.11 (it checks the process id)."""
         self._closed = False
         self._busy = False
         self._idle = asyncio.Event()
@@ -241,7 +244,8 @@ class DynamicBatcher:
     def start(self) -> None:
         """Start the runner inside the running event loop."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher {self._label}")
+            self._event_loop = asyncio.get_running_loop()
+            self._task = self._event_loop.create_task(self._loop(), name=f"batcher {self._label}")
 
     async def submit(self, feeds: Arrays, rows: int) -> Outcome:
         """Queue one validated request and wait for its own rows of the outputs."""
@@ -253,7 +257,7 @@ class DynamicBatcher:
             return await self._run_now(feeds, rows)
         if len(self._pending) >= self._policy.max_queue_size:
             raise Overloaded(f"{self._label}: queue is full ({self._policy.max_queue_size} waiting requests)")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = (self._event_loop or asyncio.get_running_loop()).create_future()
         self._pending.append(_Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future))
         if not self._busy:  # whoever runs now takes the queue when it is done
             self._wakeup.set()
@@ -267,7 +271,8 @@ class DynamicBatcher:
 
     async def _gather_and_run(self, feeds: Arrays, rows: int) -> Outcome:
         """The idle path of a cheap run: a loop pass or two for company, then this request's batch runs here."""
-        own = _Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), asyncio.get_running_loop().create_future())
+        future: asyncio.Future[Outcome] = (self._event_loop or asyncio.get_running_loop()).create_future()
+        own = _Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future)
         self._pending.appendleft(own)
         self._set_busy(True)
         try:
