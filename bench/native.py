@@ -23,7 +23,6 @@ import argparse
 import shutil
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 from bench import servers, wrk
 from bench.bodies import Body, binary_body, json_body
 from bench.models import SMALL, sample, write_repository
+from bench.profile import load_while_recording
 
 RATE = 1999
 """Samples per second and thread (odd, so that sampling does not beat with a periodic timer)."""
@@ -88,23 +88,16 @@ def _measure(
 ) -> tuple[dict[str, float], float, float]:
     """(µs per request by row, requests per second, server CPU µs per request from /proc) of one load run."""
     pids = ",".join(str(pid) for pid in server.pids())
-    recording = subprocess.Popen(
-        [_perf(), "record", "--freq", str(RATE), "--pid", pids, "--output", str(out), "--quiet",
-         "--", "sleep", str(seconds)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.3)  # attached before the load starts
-    before = server.cpu_s()
-    result = wrk.run(url, body, connections, seconds)
-    cpu_us = (server.cpu_s() - before) / max(1, result.requests) * 1e6
-    recording.wait(timeout=seconds + 60)
+    recorder = [_perf(), "record", "--freq", str(RATE), "--pid", pids, "--output", str(out), "--quiet",
+                "--", "sleep", str(seconds + 1)]  # fmt: skip
+    result, cpu_us = load_while_recording(recorder, server, url, body, connections, seconds)
     report = subprocess.run(
         [_perf(), "report", "--input", str(out), "--stdio", "--sort", "dso", "--show-nr-samples"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if report.returncode != 0 or not report.stdout:
         raise SystemExit(f"perf could not sample {server.label}: {report.stderr.strip()[:300]}")
-    # perf keeps sampling for the whole `sleep`, a little past the load: the requests are wrk's.
+    # perf samples from before the load starts to after it ends (idle threads give no samples).
     return per_request_us(read_report(report.stdout.splitlines()), result.requests), result.rps, cpu_us
 
 

@@ -92,16 +92,9 @@ def _profile(server: servers.Server, url: str, body: Body, connections: int, sec
     if spy is None:
         raise SystemExit("py-spy is not installed (pip install py-spy, or the dev extra)")
     root = server.pids()[0]
-    recording = subprocess.Popen(
-        [spy, "record", "--pid", str(root), "--subprocesses", "--rate", str(RATE),
-         "--format", "raw", "--output", str(out), "--duration", str(int(seconds))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)  # attached before the load starts
-    before = server.cpu_s()
-    result = wrk.run(url, body, connections, seconds)
-    cpu_us = (server.cpu_s() - before) / max(1, result.requests) * 1e6
-    recording.wait(timeout=seconds + 30)
+    recorder = [spy, "record", "--pid", str(root), "--subprocesses", "--rate", str(RATE),
+                "--format", "raw", "--output", str(out), "--duration", str(int(seconds))]  # fmt: skip
+    result, cpu_us = load_while_recording(recorder, server, url, body, connections, seconds)
     counts = read_collapsed(out.read_text().splitlines()) if out.exists() else Counter()
     print(
         f"\nc={connections} {body.kind}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
@@ -112,6 +105,21 @@ def _profile(server: servers.Server, url: str, body: Body, connections: int, sec
         share = counts.get(part, 0) / working
         if share:
             print(f"  {part:<34} {share:6.1%}  {share * cpu_us:6.1f} us/req")
+
+
+def load_while_recording(
+    recorder: list[str], server: servers.Server, url: str, body: Body, connections: int, seconds: float
+) -> tuple[wrk.LoadResult, float]:
+    """wrk's load on ``server`` with a sampling profiler (``recorder``, a command that stops by itself
+    after about ``seconds``) attached from before it starts: the load's result, and the server's CPU
+    µs per request from /proc."""
+    recording = subprocess.Popen(recorder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the load starts
+    before = server.cpu_s()
+    result = wrk.run(url, body, connections, seconds)
+    cpu_us = (server.cpu_s() - before) / max(1, result.requests) * 1e6
+    recording.wait(timeout=seconds + 60)
+    return result, cpu_us
 
 
 def main(argv: list[str] | None = None) -> int:
