@@ -11,6 +11,9 @@ FP16 / FP32 / FP64 tensors. Anything else returns None and the caller parses the
 error messages and edge cases (nested data, booleans, duplicate keys) stay as they were. One
 difference remains: a list that starts with a number and mixes in lists of one element each (e.g.
 ``[1, [2]]``) is read flattened instead of being refused.
+
+This is the general path's reader. The requests a version's `RequestPlan` takes are read by
+`native_json` instead, in one compiled pass.
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 ERRORS = (ValueError, TypeError, KeyError, IndexError, RuntimeError)
 """What simdjson raises for malformed input (too deep, big integers, bad syntax, a wrong type)."""
 
-Object: Any = simdjson.Object if AVAILABLE else None
 Array: Any = simdjson.Array if AVAILABLE else None
-"""simdjson's document types, for exact type checks (None without pysimdjson: nothing is of that type)."""
+"""simdjson's array type, for exact type checks (None without pysimdjson: nothing is of that type)."""
 
 
 def loads(data: bytes | memoryview) -> dict[str, Any] | None:

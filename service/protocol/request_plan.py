@@ -13,7 +13,9 @@ each error and its message stay in one place, and what it accepts it decodes exa
 path does (``tests/protocol/test_request_plan.py`` checks both on generated requests).
 
 `RequestPlan.read_body` reads two kinds of request before anything else is done with the body. A plain
-JSON request is read straight from simdjson's parsed document, before any Python copy of it is made. A
+JSON request is read by `native_json` in one compiled pass, its data arrays straight into float32 (and
+float64) bytes: reading it through a parser's Python objects was most of a small model's JSON request
+on the server. A
 binary request whose JSON header the plan has read before is not parsed again: a client sends the
 same header bytes for every request of the same shapes (tritonclient does), and the same bytes say
 the same thing, so the plan remembers where each input lies in the binary data and takes the arrays
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidInput
-from service.protocol import fast_json
+from service.protocol import native_json
 from service.protocol.datatypes import ITEMSIZE, NUMPY
 from service.protocol.decode import narrow_floats
 from service.protocol.request import HEADER_LENGTH, RequestHeader
@@ -96,8 +98,8 @@ class RequestPlan:
         }
         # An input of another datatype: every request takes the general path.
         self._enabled = len(self._inputs) == len(inputs) and len(inputs) > 0
-        # Every input may come as JSON floats: whole-JSON requests are read from simdjson's document.
-        self._json_ready = self._enabled and fast_json.AVAILABLE and all(i.json_floats for i in self._inputs.values())
+        # Every input may come as JSON floats: whole-JSON requests are read by `native_json`.
+        self._json_ready = self._enabled and all(i.json_floats for i in self._inputs.values())
         self._specs = tuple(inputs)
         self._outputs = tuple(output_names)
         self._known_outputs = frozenset(output_names)
@@ -190,60 +192,37 @@ class RequestPlan:
         self._layouts[key] = _BinaryLayout(tuple(inputs), offset, largest, request.rows, selected)
 
     def _read_json(self, body: bytes, max_elements: int) -> PlannedRequest | None:
-        """A whole-JSON request read from simdjson's document as it is, without first copying it into
-        Python objects as `fast_json.loads` does for the general path: on the request path that copy
-        cost more than the parse itself. Reads what `read` reads from such a request, exactly as it
+        """A whole-JSON request read by `native_json` in one pass: its data arrays come as float64 and
+        float32 bytes, never as Python floats. Reads what `read` reads from such a request, exactly as it
         does, and gives None for the rest."""
         if not self._json_ready:
             return None
-        document = fast_json.parse(body)
-        if document is None:
+        document = native_json.parse(body)
+        if document is None or not document.keys() <= _DOCUMENT_KEYS:
             return None
-        try:
-            return self._from_document(document, max_elements)
-        except fast_json.ERRORS:
-            return None
-
-    def _from_document(self, document: Any, max_elements: int) -> PlannedRequest | None:
-        # By its keys, not by name: simdjson's get() of a missing key raises and catches a KeyError inside,
-        # which costs twenty times a lookup.
-        fields: dict[str, Any] = {}
-        for key in document:
-            if key not in _DOCUMENT_KEYS or key in fields:  # unknown, or given twice
-                return None
-            fields[key] = document[key]
-        request_id = fields.get("id")
-        parameters = fields.get("parameters")
-        raw_inputs: Any = fields.get("inputs")
-        raw_outputs = fields.get("outputs")
-        if type(raw_inputs) is not fast_json.Array or len(raw_inputs) != len(self._inputs):
-            return None
-        binary_default = _binary_default(request_id, None if parameters is None else fast_json.plain(parameters))
-        if binary_default is None:
+        binary_default = _binary_default(document.get("id"), document.get("parameters"))
+        raw_inputs = document.get("inputs")
+        if binary_default is None or type(raw_inputs) is not list or len(raw_inputs) != len(self._inputs):
             return None
         feeds: dict[str, np.ndarray] = {}
         for raw in raw_inputs:
-            if type(raw) is not fast_json.Object or len(raw) != 4:  # name, datatype, shape and data
+            if type(raw) is not dict or len(raw) != 4:  # name, datatype, shape and data
                 return None
             name = raw.get("name")
             planned = self._inputs.get(name) if type(name) is str else None
             if planned is None or name in feeds or raw.get("datatype") != planned.spec.datatype:
                 return None
             shape = raw.get("shape")
-            if type(shape) is not fast_json.Array:
-                return None
-            shape = shape.as_list()
             count = _count(planned.spec, shape, max_elements)
-            numbers = fast_json.floats(raw.get("data")) if count >= 0 else None
-            array = _json_floats(numbers, planned.dtype, count)
+            array = _native_floats(raw.get("data"), planned.dtype, count) if count >= 0 else None
             if array is None:
                 return None
-            feeds[name] = array.reshape(shape)
+            feeds[planned.spec.name] = array.reshape(shape)
         rows = self._rows(feeds)
-        selected = self._selected(None if raw_outputs is None else fast_json.plain(raw_outputs), binary_default)
+        selected = self._selected(document.get("outputs"), binary_default)
         if rows is None or selected is None:
             return None
-        return PlannedRequest(request_id, feeds, rows, selected)
+        return PlannedRequest(document.get("id"), feeds, rows, selected)
 
     def _input(
         self, raw: Any, binary: memoryview, offset: int, feeds: dict[str, np.ndarray], max_elements: int
@@ -329,6 +308,21 @@ def _cut_id(header: bytes) -> tuple[bytes | None, str | None]:
         return b"{" + rest, plain.group(1).decode("utf-8")
     except UnicodeDecodeError:
         return None, None
+
+
+def _native_floats(data: Any, target: np.dtype[Any], count: int) -> np.ndarray | None:
+    """Float data `native_json` read, as ``target``: float32 and float64 as the extension converted them
+    (the same correctly rounded doubles, cast as numpy casts), float16 narrowed as `decode` narrows it;
+    None where the general path must judge it (nested lists, a wrong count, values out of range)."""
+    if type(data) is not tuple:
+        return None
+    wide, narrow = data
+    if len(wide) != count * 8:
+        return None
+    if target.itemsize == 4:
+        return None if narrow is None else np.frombuffer(narrow, dtype=np.float32)
+    numbers = np.frombuffer(wide, dtype=np.float64)
+    return numbers if target.itemsize == 8 else narrow_floats(numbers, target)
 
 
 def _json_floats(data: Any, target: np.dtype[Any], count: int) -> np.ndarray | None:

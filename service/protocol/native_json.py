@@ -1,0 +1,61 @@
+"""The common V2 JSON inference request read in one native pass (``_infer_json.c``).
+
+`parse` gives the body as the Python objects ``json.loads`` would, except that each flat ``data``
+array of numbers under ``inputs`` comes as `Numbers`: the values as float64 and as float32 bytes,
+converted without a Python object per element. It gives None for anything it does not read exactly
+as the general path would (escapes, duplicate keys, nested data, numbers out of range, malformed
+text), and the caller then reads the body the general way, which words any error.
+
+The extension parses numbers with the Eisel-Lemire algorithm. Its table of 128-bit powers of five
+is computed here from Python's exact integers, once, when this module is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeAlias
+
+from service.protocol import _infer_json
+
+POWER_MIN = -342
+POWER_MAX = 308
+"""The powers of ten whose products the extension computes itself; others go to CPython's parser."""
+
+Numbers: TypeAlias = tuple[bytes, bytes | None]
+"""A flat ``data`` array: (float64 bytes, float32 bytes, or None where a value is beyond float32's range)."""
+
+
+def powers_of_five() -> bytes:
+    """The 128-bit truncated mantissas of 5**q, q in [POWER_MIN, POWER_MAX], as (high, low) native words.
+
+    For q >= 0 the value is 5**q shifted into [2**127, 2**128), truncated. For q < 0 it is 2**b // 5**-q + 1
+    for b large enough, truncated to 128 bits: never below the true value, so the algorithm's error
+    bound holds from the other side."""
+    words = bytearray()
+    for q in range(POWER_MIN, POWER_MAX + 1):
+        if q >= 0:
+            value = 5**q
+            while value < 1 << 127:
+                value <<= 1
+            value >>= max(0, value.bit_length() - 128)
+        else:
+            power = 5**-q
+            z = power.bit_length()
+            b = z + 127 if q >= -27 else 2 * z + 128
+            value = 2**b // power + 1
+            value >>= max(0, value.bit_length() - 128)
+        words += (value >> 64).to_bytes(8, sys.byteorder) + (value & (2**64 - 1)).to_bytes(8, sys.byteorder)
+    return bytes(words)
+
+
+_infer_json.set_powers(powers_of_five())
+
+
+def parse(body: bytes) -> dict[str, Any] | None:
+    """The body's JSON object, its input data as `Numbers`; None to read it the general way."""
+    return _infer_json.parse(body)
+
+
+def read_float(text: bytes) -> float | None:
+    """One JSON number's text as `parse` reads it (None when it is not one, or out of range)."""
+    return _infer_json.read_float(text)
