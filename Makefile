@@ -20,8 +20,9 @@ run: setup
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-## Everything the tests need (Debian packages, the dev and train extras), then lint, types and tests.
-test: setup-dev system-deps lint typecheck pytest
+## Everything the tests need (Debian packages first: installing the project compiles its C extension,
+## then the dev and train extras), then lint, types and tests.
+test: system-deps setup-dev lint typecheck pytest
 
 ## Every test that needs neither a Docker engine, nor Chromium, nor torch, nor minutes: for every change.
 test-quick: setup-quick lint
@@ -34,7 +35,7 @@ setup-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,train]' 'torch==2.13.0'
 
 system-deps:
-	bash deploy/ci/install-deps.sh
+	PYTHON=$(PYTHON) bash deploy/ci/install-deps.sh
 
 lint:
 	$(BIN)/ruff check .
