@@ -40,6 +40,7 @@ LIBRARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Python interpreter", ("libpython", "python3")),
     ("onnxruntime", ("onnxruntime",)),
     ("simdjson (JSON parse)", ("simdjson",)),
+    ("weightserve's JSON reader (C)", ("_infer_json",)),
     ("numpy, BLAS", ("_multiarray", "openblas", "_umath")),
     ("orjson", ("orjson",)),
     ("uvloop", ("uvloop", "loop.cpython")),

@@ -91,6 +91,7 @@ def test_the_native_profile_counts_each_perf_sample_for_the_library_it_was_taken
     assert sum(counts.values()) == 8531 + 1908 + 1752 + 1461 + 994 + 537 + 461 + 209 + 31 + 19 + 8
     assert library_of("python3.13") == INTERPRETER  # a statically linked interpreter
     assert library_of("libc.so.6") == "libc (memcpy, malloc)"
+    assert library_of("_infer_json.cpython-311-x86_64-linux-gnu.so") == "weightserve's JSON reader (C)"
     # RATE samples a second are a second of CPU: spread over 1000 requests, 1000 us each.
     assert per_request_us(Counter({INTERPRETER: RATE}), 1000) == {INTERPRETER: 1000.0}
 
