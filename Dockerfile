@@ -5,18 +5,33 @@
 #   docker build --target trainer -t weightserve:trainer .   `weightserve train` (torch, CPU)
 #
 # Offline or air-gapped builds: any Debian-based image with python3 + python3-venv can stand in
-# for BASE_IMAGE (deploy/docker/build-base-image.sh makes one with debootstrap), and pip reads
-# its usual PIP_* settings from build args, e.g. a local wheel folder served over HTTP:
+# for BASE_IMAGE (deploy/docker/build-base-image.sh makes one with debootstrap); the builders
+# install the C compiler (and, where the base lacks them, Python's headers) with apt from the
+# base's own package sources, so those must be reachable. pip reads its usual PIP_* settings
+# from build args, e.g. a local wheel folder served over HTTP:
 #   --network host --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=http://127.0.0.1:8765/
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------
-# source: the venv location and the project's source; the builders below install from it.
+# source: the venv location, the build tools and the project's source; the builders below
+# install from it.
 FROM ${BASE_IMAGE} AS source
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    DEBIAN_FRONTEND=noninteractive
+# The JSON request reader (service/protocol/_infer_json.c) is compiled when the project is
+# installed: it needs a C compiler and Python's headers. python:*-slim images ship the headers;
+# Debian's python3 keeps them in python3-dev. Only the builders get these tools: the runtime
+# images copy the finished venv.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" ]; then \
+        apt-get install --yes --no-install-recommends python3-dev; \
+    fi \
+    && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -101,9 +116,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DEBIAN_FRONTEND=noninteractive
 # The distribution's python3 is the one the CUDA base is tested with; its version follows the base tag.
+# gcc and python3-dev (Python's headers) compile the JSON request reader on install; the gpu
+# image below copies the finished venv and gets neither.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends python3 python3-venv \
+    && apt-get install --yes --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 WORKDIR /src

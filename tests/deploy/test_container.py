@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,11 +126,20 @@ def test_image_is_non_root_without_torch_or_compilers(engine: DockerEngine, imag
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["weightserve", "serve"]
     assert "/v2/health/ready" in " ".join(config["Healthcheck"]["Test"])
+    # The JSON request reader is a C extension compiled in the builder stage: the runtime image
+    # holds the built module, not the compiler that built it.
     probe = (
-        "import importlib.util, json, os, shutil\n"
+        "import glob, importlib.util, json, os, shutil, struct\n"
         "assert importlib.util.find_spec('torch') is None, 'torch'\n"
         "assert importlib.util.find_spec('onnxruntime') is not None\n"
         "assert [c for c in ('gcc', 'cc', 'g++', 'make', 'pip') if shutil.which(c)] == []\n"
+        "assert glob.glob('/usr/bin/*gcc*') + glob.glob('/usr/local/bin/*gcc*') == []\n"
+        "import service.protocol._infer_json as extension\n"
+        "assert extension.__file__.startswith('/opt/venv/'), extension.__file__\n"
+        "from service.protocol import native_json\n"
+        'body = b\'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [0.1, -2.5]}]}\'\n'
+        "data = native_json.parse(body)['inputs'][0]['data']\n"
+        "assert data == (struct.pack('=2d', 0.1, -2.5), struct.pack('=2f', 0.1, -2.5)), data\n"
         "print(json.dumps([os.getuid(), sorted(os.listdir('/models'))]))\n"
     )
     result = engine.docker("run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", probe)
@@ -185,6 +195,14 @@ def test_mounted_repository_is_served_read_only_and_sigterm_drains(
     tensor = triton.InferInput("x", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=False)
     np.testing.assert_array_equal(client.infer("identity", [tensor]).as_numpy("y"), x)
+    # A whole-JSON request with decimal fractions, read by the compiled JSON reader.
+    values = [float(f"{v:.6g}") for v in np.random.default_rng(7).normal(scale=100.0, size=32)]
+    reply = _infer_json(
+        port, "identity", {"inputs": [{"name": "x", "shape": [2, 16], "datatype": "FP32", "data": values}]}
+    )
+    [output] = reply["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == ("y", "FP32", [2, 16])
+    np.testing.assert_array_equal(np.asarray(output["data"], dtype=np.float32), np.asarray(values, dtype=np.float32))
 
     in_flight = 3
     batches = [np.random.default_rng(i).normal(size=(1024, 1024)).astype(np.float32) for i in range(in_flight)]
@@ -198,6 +216,18 @@ def test_mounted_repository_is_served_read_only_and_sigterm_drains(
     assert exit_code == 0
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
+
+
+def _infer_json(port: int, model: str, request: dict[str, Any]) -> dict[str, Any]:
+    http_request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(http_request, timeout=60) as r:
+        answer: dict[str, Any] = json.loads(r.read())
+    return answer
 
 
 def _infer_slow(port: int, batch: np.ndarray) -> np.ndarray:
