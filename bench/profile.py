@@ -35,6 +35,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("onnxruntime run", ("onnxruntime/",)),
     ("metrics (prometheus-client)", ("prometheus_client/",)),
     ("statistics (Triton counters)", ("serving/triton_stats.py", "ops/counters.py")),
+    ("request plan (compiled JSON read, checks)", ("protocol/request_plan.py", "protocol/native_json.py")),
     ("request JSON parse", ("protocol/fast_json.py", "protocol/request.py", "protocol/compression.py")),
     ("decode to numpy feeds", ("protocol/decode.py", "protocol/signature.py")),
     ("encode response", ("protocol/encode.py",)),

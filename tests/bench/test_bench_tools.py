@@ -54,6 +54,9 @@ def test_the_profile_names_the_innermost_known_part_of_each_stack() -> None:
     assert classify(f"{infer};parse_request (service/protocol/request.py:80);loads (service/protocol/fast_json.py:36)") == (
         "request JSON parse"
     )
+    assert classify(f"{infer};_read_json (service/protocol/request_plan.py:199)") == (
+        "request plan (compiled JSON read, checks)"
+    )
     assert classify(f"{infer};run (onnxruntime/capi/onnxruntime_inference_collection.py:406)") == "onnxruntime run"
     assert classify(loop) == LOOP
     assert classify("Thread.run (threading.py:982);Semaphore.acquire (threading.py:479);Condition.wait (threading.py:327)") == IDLE
