@@ -271,6 +271,36 @@ static int read_number(Reader *r, Number *out)
     return 1;
 }
 
+/* Past the opening bracket at r->p and the space after it; 1 when `close` follows at once (then past
+ * it too): an empty object or array. */
+static int opens_empty(Reader *r, unsigned char close)
+{
+    r->p++;
+    skip_space(r);
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member or an element: 1 past a comma (and the space after it), 0 past `close`, -1 for
+ * anything else. */
+static int next_item(Reader *r, unsigned char close)
+{
+    skip_space(r);
+    if (r->p < r->end && *r->p == ',') {
+        r->p++;
+        skip_space(r);
+        return 1;
+    }
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 0;
+    }
+    return -1;
+}
+
 static PyObject *read_value(Reader *r, int depth, Context context);
 
 /* A flat array of numbers at r->p ('['): (float64 bytes, float32 bytes or None when a value is beyond
@@ -281,11 +311,7 @@ static PyObject *read_numbers(Reader *r)
     double *values = stack;
     Py_ssize_t count = 0, capacity = STACK_NUMBERS;
     PyObject *result = NULL;
-    r->p++;
-    skip_space(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
-    } else {
+    if (!opens_empty(r, ']')) {
         for (;;) {
             Number number;
             if (r->p >= r->end || !(*r->p == '-' || is_digit(*r->p)) || !read_number(r, &number)) {
@@ -310,17 +336,13 @@ static PyObject *read_numbers(Reader *r)
                 capacity = larger;
             }
             values[count++] = number.value;
-            skip_space(r);
-            if (r->p < r->end && *r->p == ',') {
-                r->p++;
-                skip_space(r);
-                continue;
+            int more = next_item(r, ']');
+            if (more < 0) {
+                goto done;
             }
-            if (r->p < r->end && *r->p == ']') {
-                r->p++;
+            if (!more) {
                 break;
             }
-            goto done;
         }
     }
     PyObject *wide = PyBytes_FromStringAndSize((const char *)values, count * (Py_ssize_t)sizeof(double));
@@ -385,10 +407,7 @@ static PyObject *read_object(Reader *r, int depth, Context context)
     if (object == NULL) {
         return NULL;
     }
-    r->p++;
-    skip_space(r);
-    if (r->p < r->end && *r->p == '}') {
-        r->p++;
+    if (opens_empty(r, '}')) {
         return object;
     }
     for (;;) {
@@ -424,20 +443,13 @@ static PyObject *read_object(Reader *r, int depth, Context context)
         int stored = known == 0 ? PyDict_SetItem(object, key, value) : -1;
         Py_DECREF(key);
         Py_DECREF(value);
-        if (stored < 0) {
+        int more = stored < 0 ? -1 : next_item(r, '}');
+        if (more < 0) {
             goto fail;
         }
-        skip_space(r);
-        if (r->p < r->end && *r->p == ',') {
-            r->p++;
-            skip_space(r);
-            continue;
-        }
-        if (r->p < r->end && *r->p == '}') {
-            r->p++;
+        if (!more) {
             return object;
         }
-        goto fail;
     }
 fail:
     Py_DECREF(object);
@@ -451,10 +463,7 @@ static PyObject *read_array(Reader *r, int depth, Context context)
         return NULL;
     }
     Context inner = context == CTX_INPUTS ? CTX_INPUT : CTX_PLAIN;
-    r->p++;
-    skip_space(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
+    if (opens_empty(r, ']')) {
         return array;
     }
     for (;;) {
@@ -464,20 +473,13 @@ static PyObject *read_array(Reader *r, int depth, Context context)
         }
         int appended = PyList_Append(array, value);
         Py_DECREF(value);
-        if (appended < 0) {
+        int more = appended < 0 ? -1 : next_item(r, ']');
+        if (more < 0) {
             goto fail;
         }
-        skip_space(r);
-        if (r->p < r->end && *r->p == ',') {
-            r->p++;
-            skip_space(r);
-            continue;
-        }
-        if (r->p < r->end && *r->p == ']') {
-            r->p++;
+        if (!more) {
             return array;
         }
-        goto fail;
     }
 fail:
     Py_DECREF(array);
