@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from service.app import create_app
@@ -144,3 +146,25 @@ async def test_other_methods_and_paths_go_to_litestar(repository: Path) -> None:
 )
 def test_infer_target_recognises_exactly_the_infer_paths(path: str, target: tuple[str, str | None] | None) -> None:
     assert infer_target(path) == target
+
+
+async def test_a_json_request_read_natively_reaches_the_model_as_the_general_path_reads_it(repository: Path) -> None:
+    """The compiled reader takes the plain request; an escaped id sends the same numbers down the general
+    path. The identity model answers both with the numbers as float32, bit for bit."""
+    numbers = [0.30000001192092896, -0.0, 1e-45, 3.4028234663852886e38, 7, -123456789012, 1.17549435e-38, 0.1]
+    text = '{"id": "%s", "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2, 4], "data": [%s]}]}'
+    data = ", ".join(["0.30000001192092896", "-0.0", "1e-45", "3.4028234663852886e38", "7", "-123456789012", "1.17549435e-38", "1E-1"])
+    app = create_app(Settings(repository=repository, log_level="warning"))
+    async with app.lifespan():
+        answers = []
+        for request_id in ("plain", "esc\\u0061ped"):
+            body = (text % (request_id, data)).encode()
+            status, _, answer = await call(app, "POST", "/v2/models/echo/infer", body, length(body))
+            assert status == 200, answer
+            answers.append(json.loads(answer))
+    plain, escaped = answers
+    assert (plain["id"], escaped["id"]) == ("plain", "escaped")
+    assert plain["outputs"] == escaped["outputs"]
+    expected = [float(value) for value in np.asarray(numbers, dtype=np.float32)]
+    got = plain["outputs"][0]["data"]
+    assert [struct.pack("<f", value) for value in got] == [struct.pack("<f", value) for value in expected]
