@@ -248,3 +248,52 @@ def test_nesting_within_the_limit_is_read() -> None:
     assert native_json.parse(text) == json.loads(text)
     assert native_json.parse(b' \n\t{"a": 1}\r\n ') == {"a": 1}
     assert native_json.parse(b'{"inputs": [{"data": []}], "a": "\xc3\xa9"}') == {"inputs": [{"data": (b"", b"")}], "a": "é"}
+
+
+def as_json_reads_it(parsed: Any) -> Any:
+    """The document `parse` gave, with each input's data bytes back as the list of floats they hold."""
+    inputs = parsed.get("inputs") if type(parsed) is dict else None
+    if type(inputs) is not list:
+        return parsed
+    out = dict(parsed)
+    out["inputs"] = [
+        {**item, "data": np.frombuffer(item["data"][0], np.float64).tolist()}
+        if type(item) is dict and type(item.get("data")) is tuple
+        else item
+        for item in inputs
+    ]
+    return out
+
+
+V2_BODY = (
+    b'{"id": "r-1", "parameters": {"binary_data_output": false}, "inputs": [{"name": "x", "datatype": "FP32",'
+    b' "shape": [2, 3], "data": [0.5, -1.25e-3, 7, 0.30000001192092896, 1E5, -0]}], "outputs": [{"name": "y"}]}'
+)
+
+
+@settings(max_examples=1500)
+@given(st.lists(st.tuples(st.integers(0, len(V2_BODY)), st.integers(0, 255), st.sampled_from("xid")), max_size=4))
+def test_a_damaged_body_is_read_as_json_reads_it_or_left_alone(edits: list[tuple[int, int, str]]) -> None:
+    """Flipped, inserted and deleted bytes anywhere: the reader never accepts text json refuses, and
+    what it accepts it reads as json does (and it never crashes the process)."""
+    text = bytearray(V2_BODY)
+    for at, byte, kind in edits:
+        at = min(at, len(text))
+        if kind == "x" and at < len(text):
+            text[at] = byte
+        elif kind == "i":
+            text.insert(at, byte)
+        elif kind == "d" and at < len(text):
+            del text[at]
+    parsed = native_json.parse(bytes(text))
+    if parsed is None:
+        return
+    event("read")
+    expected = json.loads(bytes(text))
+    assert as_json_reads_it(parsed) == expected
+
+
+@pytest.mark.parametrize("size", range(len(V2_BODY)))
+def test_every_truncation_is_refused(size: int) -> None:
+    assert native_json.parse(V2_BODY[:size]) is None
+    assert native_json.parse(V2_BODY) is not None
