@@ -248,9 +248,7 @@ static int read_number(Reader *r, Number *out)
         out->int_fits = digits <= 18;
         out->int_value = negative ? -(int64_t)w : (int64_t)w;
         out->int_exact = !many && w <= ((uint64_t)1 << 53);
-        if (!out->int_exact) {
-            return slow_double(start, p, &out->value);
-        }
+        /* An inexact integer's float is never read here (it is left to the general path). */
         out->value = w == 0 ? 0.0 : (negative ? -(double)w : (double)w);
         return 1;
     }
@@ -314,7 +312,7 @@ static PyObject *read_numbers(Reader *r)
     if (!opens_empty(r, ']')) {
         for (;;) {
             Number number;
-            if (r->p >= r->end || !(*r->p == '-' || is_digit(*r->p)) || !read_number(r, &number)) {
+            if (!read_number(r, &number)) {
                 goto done;
             }
             /* Integers above 2**53 are left to the general path, which converts them its own way. */
@@ -517,7 +515,7 @@ static PyObject *read_value(Reader *r, int depth, Context context)
         return read_literal(r, "null", Py_None);
     default: {
         Number number;
-        if (!(*r->p == '-' || is_digit(*r->p)) || !read_number(r, &number)) {
+        if (!read_number(r, &number)) {
             return NULL;
         }
         if (!number.is_int) {
@@ -526,6 +524,18 @@ static PyObject *read_value(Reader *r, int depth, Context context)
         return number.int_fits ? PyLong_FromLongLong(number.int_value) : NULL;
     }
     }
+}
+
+/* None, the answer for text not read here; NULL when the reason was a failed allocation. */
+static PyObject *gave_up(void)
+{
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        PyErr_Clear();
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *parse(PyObject *module, PyObject *body)
@@ -548,17 +558,7 @@ static PyObject *parse(PyObject *module, PyObject *body)
         }
     }
     PyBuffer_Release(&view);
-    if (document == NULL) {
-        /* Only a failed allocation is the caller's to see; anything else is "read it the general way". */
-        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError)) {
-            PyErr_Clear();
-        }
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    return document;
+    return document != NULL ? document : gave_up();
 }
 
 static PyObject *set_powers(PyObject *module, PyObject *table)
@@ -588,18 +588,12 @@ static PyObject *read_float(PyObject *module, PyObject *text)
     }
     Reader r = {(const unsigned char *)view.buf, (const unsigned char *)view.buf + view.len};
     Number number;
-    int ok = r.p < r.end && (*r.p == '-' || is_digit(*r.p)) && read_number(&r, &number) && r.p == r.end;
-    PyBuffer_Release(&view);
-    if (!ok) {
-        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError)) {
-            PyErr_Clear();
-        }
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
+    int ok = read_number(&r, &number) && r.p == r.end;
+    if (ok && number.is_int && !number.int_exact) {
+        ok = slow_double((const unsigned char *)view.buf, r.end, &number.value); /* rounded as CPython rounds */
     }
-    return PyFloat_FromDouble(number.value);
+    PyBuffer_Release(&view);
+    return ok ? PyFloat_FromDouble(number.value) : gave_up();
 }
 
 static PyMethodDef methods[] = {

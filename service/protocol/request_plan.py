@@ -110,7 +110,8 @@ class RequestPlan:
         document = header.document
         if not self._enabled or document is None or not document.keys() <= _DOCUMENT_KEYS:
             return None
-        binary_default = _binary_default(document.get("id"), document.get("parameters"))
+        request_id = document.get("id")
+        binary_default = _binary_default(request_id, document.get("parameters"))
         raw_inputs = document.get("inputs")
         if binary_default is None or type(raw_inputs) is not list or len(raw_inputs) != len(self._inputs):
             return None
@@ -200,7 +201,8 @@ class RequestPlan:
         document = native_json.parse(body)
         if document is None or not document.keys() <= _DOCUMENT_KEYS:
             return None
-        binary_default = _binary_default(document.get("id"), document.get("parameters"))
+        request_id = document.get("id")
+        binary_default = _binary_default(request_id, document.get("parameters"))
         raw_inputs = document.get("inputs")
         if binary_default is None or type(raw_inputs) is not list or len(raw_inputs) != len(self._inputs):
             return None
@@ -222,7 +224,7 @@ class RequestPlan:
         selected = self._selected(document.get("outputs"), binary_default)
         if rows is None or selected is None:
             return None
-        return PlannedRequest(document.get("id"), feeds, rows, selected)
+        return PlannedRequest(request_id, feeds, rows, selected)
 
     def _input(
         self, raw: Any, binary: memoryview, offset: int, feeds: dict[str, np.ndarray], max_elements: int
