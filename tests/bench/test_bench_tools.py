@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import orjson
 
-from bench import ceiling
+from bench import ceiling, inprocess
 from bench.bodies import binary_body, decode_output, json_body
 from bench.minimal import MinimalApp
 from bench.models import SMALL, WIDE, MlpShape, build, sample
@@ -97,6 +97,16 @@ def test_the_native_profile_counts_each_perf_sample_for_the_library_it_was_taken
     assert library_of("_infer_json.cpython-311-x86_64-linux-gnu.so") == "weightserve's JSON reader (C)"
     # RATE samples a second are a second of CPU: spread over 1000 requests, 1000 us each.
     assert per_request_us(Counter({INTERPRETER: RATE}), 1000) == {INTERPRETER: 1000.0}
+
+
+def test_cold_runs_are_timed_one_by_one_and_at_least_once(tmp_path: Path) -> None:
+    shape = MlpShape("tiny", (6, 5, 3))
+    model = tmp_path / "model.onnx"
+    onnx.save(build(shape), model)
+    sess = inprocess.session(model)
+    rate = inprocess.cold_samples_per_s(sess, shape, 4, 0.0)  # no time given: still one timed run of 4 samples
+    assert np.isfinite(rate)
+    assert rate > 0
 
 
 async def test_the_minimal_server_batches_concurrent_requests_and_answers_each_its_own_rows(tmp_path: Path) -> None:
