@@ -292,7 +292,8 @@ class Settings(BaseSettings):
     """Default dynamic-batching limit in rows for models with a dynamic batch axis (1 disables)."""
 
     max_queue_delay_ms: float = Field(default=0.0, ge=0.0)
-    """How long a batch may wait for more requests once the runner is idle (0: never wait)."""
+    """How long a batch may wait for more requests once the runner is idle (0: no fixed wait; a batch with
+    fewer requests than the last still waits for as many, at most as long as its run is expected to take)."""
 
     max_queue_size: int = Field(default=256, ge=1)
     """Requests that may wait per model version; more answer 503 with Retry-After."""

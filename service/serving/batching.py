@@ -161,6 +161,11 @@ class InferenceThread:
                 loop.call_soon_threadsafe(_resolve, future, result, error)
 
 
+def _release(company: asyncio.Future[None]) -> None:
+    if not company.done():
+        company.set_result(None)
+
+
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller was cancelled meanwhile
         return
@@ -174,14 +179,15 @@ class DynamicBatcher:
     """One runner task per model version; one execution at a time.
 
     A request that finds the batcher idle (nothing running, nothing queued, no queue delay) runs in
-    its own task, sparing it the hops through the runner. When its run is cheap enough to execute on
-    the event loop, it first lets the loop finish one pass, so that the requests whose bytes arrived
-    together with it (their tasks are already scheduled) join its batch; alone, that costs one loop
-    pass, about a microsecond. If company came, it waits one pass more for the requests read during
-    the first (measured: at 8 connections on 2 workers the mean batch goes from 1.7 to 3 and the CPU
-    per request down by a seventh; more passes did not help). A longer run starts at once on the
-    inference thread. Requests that arrive while a run is going on queue, and the runner takes them
-    as the next batch.
+    its own task, sparing it the hops through the runner. It first lets the event loop finish one
+    pass, so that the requests whose bytes arrived together with it (their tasks are already
+    scheduled) join its batch; alone, that costs one loop pass, about a microsecond. If company came,
+    it waits one pass more for the requests read during the first (measured: at 8 connections on 2
+    workers the mean batch goes from 1.7 to 3 and the CPU per request down by a seventh; more passes
+    did not help). Requests that arrive while a run is going on queue, and the runner takes them as
+    the next batch.
+
+    Either way a batch smaller than the last one first waits for company (`_await_company`).
     """
 
     def __init__(
@@ -214,6 +220,10 @@ class DynamicBatcher:
         self._busy = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_requests = 0
+        """Requests in the last batch run: the company a smaller batch waits for (see `_await_company`)."""
+        self._company: asyncio.Future[None] | None = None
+        """Set while a batch waits for company; `submit` resolves it once enough requests are queued."""
 
     @classmethod
     def blocking(
@@ -252,13 +262,14 @@ class DynamicBatcher:
         if self._closed:
             raise ModelNotReady(f"{self._label} is unloading")
         if not self._busy and not self._pending and self._policy.max_queue_delay_s <= 0:
-            if self._runs_inline(elements(feeds)):
-                return await self._gather_and_run(feeds, rows)
-            return await self._run_now(feeds, rows)
+            return await self._gather_and_run(feeds, rows)
         if len(self._pending) >= self._policy.max_queue_size:
             raise Overloaded(f"{self._label}: queue is full ({self._policy.max_queue_size} waiting requests)")
         future: asyncio.Future[Outcome] = (self._event_loop or asyncio.get_running_loop()).create_future()
         self._pending.append(_Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future))
+        company = self._company
+        if company is not None and len(self._pending) >= self._last_requests:
+            _release(company)
         if not self._busy:  # whoever runs now takes the queue when it is done
             self._wakeup.set()
         return await future
@@ -270,7 +281,7 @@ class DynamicBatcher:
         return expected is not None and expected <= self._inline_max_ns
 
     async def _gather_and_run(self, feeds: Arrays, rows: int) -> Outcome:
-        """The idle path of a cheap run: a loop pass or two for company, then this request's batch runs here."""
+        """The idle path: a loop pass or two for company, then this request's batch runs from here."""
         future: asyncio.Future[Outcome] = (self._event_loop or asyncio.get_running_loop()).create_future()
         own = _Pending(feeds, rows, _signature(feeds), time.monotonic_ns(), future)
         self._pending.appendleft(own)
@@ -280,6 +291,7 @@ class DynamicBatcher:
             if len(self._pending) > 1:
                 # Company came: the requests that arrived during that pass are one more pass away.
                 await asyncio.sleep(0)
+            await self._await_company()
             batch = self._take()
             if batch:
                 await self._execute(batch)
@@ -292,20 +304,35 @@ class DynamicBatcher:
                 self._wakeup.set()
         return own.future.result()
 
-    async def _run_now(self, feeds: Arrays, rows: int) -> Outcome:
-        self._set_busy(True)
+    async def _await_company(self) -> None:
+        """Wait, before taking a batch, for as many requests as the last batch held, but no longer than
+        the cost model expects the first queued request's run to take.
+
+        A run's time is mostly its own, whatever the rows: it reads all of the model's weights, and on a
+        busy server they are no longer in the cache (the small benchmark model: about 470 µs for one row
+        and 1.2 ms for 35; the wide one, 6 ms for one row and 21 ms for 32). Under load that made a
+        cycle: the requests answered by a large batch came back while a request that had arrived just
+        after it ran alone, and the next large batch formed while that one's answer was away. Half the
+        runs served one request each (at 64 connections on 2 workers: a fifth of the wide model's
+        compute). Waiting for the requests that were just answered ends that cycle. The wait is bounded
+        by the run it saves: a request that arrives alone, after a larger batch, is answered at most one
+        run's time later. A batch as large as the last starts at once, so a lone client (each batch one
+        request) never waits."""
+        target = self._last_requests
+        if not self._pending or len(self._pending) >= target:
+            return
+        expected_ns = self._cost.estimate_ns(elements(self._pending[0].feeds))
+        if expected_ns is None:
+            return
+        loop = self._event_loop or asyncio.get_running_loop()
+        company: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(expected_ns / 1e9, _release, company)
+        self._company = company
         try:
-            outputs, compute_ns = await self._timed(feeds, rows)
-        except ServiceError:
-            raise
-        except Exception as exc:
-            log.exception("%s: unexpected failure", self._label)
-            raise InferenceFailed(f"{self._label} failed: {exc}") from exc
+            await company
         finally:
-            self._set_busy(False)
-            if self._pending:
-                self._wakeup.set()
-        return Outcome(outputs, 0, compute_ns)
+            timer.cancel()
+            self._company = None
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
@@ -317,6 +344,8 @@ class DynamicBatcher:
     async def aclose(self) -> None:
         """Stop taking requests, fail what is still queued, and let the running batch finish."""
         self._closed = True
+        if self._company is not None:
+            _release(self._company)
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
@@ -339,12 +368,14 @@ class DynamicBatcher:
                 continue
             if self._policy.max_queue_delay_s > 0:
                 await self._linger()
-            batch = self._take()
-            if not batch:
-                continue
             self._set_busy(True)
+            batch: list[_Pending] = []
             try:
-                await self._execute(batch)
+                if self._policy.max_queue_delay_s <= 0:
+                    await self._await_company()
+                batch = self._take()
+                if batch:
+                    await self._execute(batch)
             except Exception as exc:  # the runner must outlive any one batch
                 log.exception("%s: batch of %d failed unexpectedly", self._label, len(batch))
                 for item in batch:
@@ -417,6 +448,7 @@ class DynamicBatcher:
 
     async def _execute(self, batch: list[_Pending]) -> None:
         started = time.monotonic_ns()
+        self._last_requests = len(batch)
         if len(batch) == 1:
             await self._run_alone(batch[0], started)
             return
@@ -475,6 +507,7 @@ class DynamicBatcher:
         else:
             outputs = await self._run(feeds)
             elapsed = time.perf_counter_ns() - began
+            self._cost.observe(size, elapsed)  # for the wait for company only: nothing here runs inline
         if self._observer is not None:
             self._observer(rows, elapsed)
         return outputs, elapsed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -447,15 +448,19 @@ async def test_a_blocking_run_executes_on_the_batchers_own_thread_which_ends_wit
 
 
 class BlockingFake:
-    """y = 10 * x as a blocking run that notes the thread of each run and the rows of each batch."""
+    """y = 10 * x as a blocking run that notes the thread of each run and the rows of each batch; each run
+    takes at least ``seconds``, whatever its rows (as a run that reads all of a model's weights does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.threads: list[str] = []
         self.batches: list[int] = []
+        self._seconds = seconds
 
     def __call__(self, feeds: Arrays) -> Arrays:
         self.threads.append(threading.current_thread().name)
         self.batches.append(len(feeds["x"]))
+        if self._seconds:
+            time.sleep(self._seconds)
         if (feeds["x"] < 0).any():
             raise InvalidInput("negative input")
         return {"y": feeds["x"] * 10}
@@ -516,6 +521,71 @@ async def test_a_run_measured_as_too_long_for_the_event_loop_goes_back_to_the_th
         await batcher.submit({"x": rows(value)}, 1)
     assert model.threads == ["infer slow fake"] * 3
     await batcher.aclose()
+
+
+RUN_S = 0.3
+"""A slow fake's run: long beside the loop passes and the hand-overs of the tests below, however busy the
+machine, so that which requests share a batch depends on the batcher's rule and not on the machine."""
+
+
+async def _after_a_batch_of_four(model: BlockingFake, label: str) -> DynamicBatcher:
+    # On the thread (a limit of 0), so the event loop takes new requests while a run goes on.
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=64, inline_run_max_s=0), label)
+    batcher.start()
+    await batcher.submit({"x": rows(0.0)}, 1)  # measured: the cost model now expects RUN_S
+    await asyncio.gather(*(batcher.submit({"x": rows(float(i))}, 1) for i in range(4)))
+    assert model.batches == [1, 4]
+    return batcher
+
+
+async def test_a_request_that_comes_alone_after_a_larger_batch_waits_for_the_requests_it_answered() -> None:
+    model = BlockingFake(RUN_S)
+    batcher = await _after_a_batch_of_four(model, "slow fake")
+    first = asyncio.create_task(batcher.submit({"x": rows(10.0)}, 1))
+    await asyncio.sleep(RUN_S / 10)  # the other clients' next requests come a little later
+    others = [asyncio.create_task(batcher.submit({"x": rows(float(11 + i))}, 1)) for i in range(3)]
+    outcomes = await asyncio.gather(first, *others)
+    for i, outcome in enumerate(outcomes):
+        np.testing.assert_array_equal(outcome.outputs["y"], rows(10.0 + i) * 10)
+    assert model.batches == [1, 4, 4]  # one run for the four, not one for the first and one for the rest
+    await batcher.aclose()
+
+
+async def test_the_wait_for_company_that_does_not_come_ends_after_about_one_run() -> None:
+    model = BlockingFake(RUN_S)
+    batcher = await _after_a_batch_of_four(model, "slow fake")
+    # Nobody else comes: the request runs alone once the wait is over (one run's time, not forever).
+    outcome = await asyncio.wait_for(batcher.submit({"x": rows(7.0)}, 1), timeout=20 * RUN_S)
+    np.testing.assert_array_equal(outcome.outputs["y"], rows(7.0) * 10)
+    assert model.batches == [1, 4, 1]
+    assert outcome.queue_ns >= 0.5 * RUN_S * 1e9  # it did wait for company
+    # The batch it ran in was of one request: the next request alone does not wait.
+    outcome = await batcher.submit({"x": rows(8.0)}, 1)
+    assert outcome.queue_ns < 0.5 * RUN_S * 1e9
+    await batcher.aclose()
+
+
+async def test_a_lone_client_never_waits_for_company() -> None:
+    model = BlockingFake(RUN_S)
+    batcher = DynamicBatcher.blocking(model, BatchPolicy(max_batch_size=64, inline_run_max_s=0), "slow fake")
+    batcher.start()
+    for value in (1.0, 2.0, 3.0):
+        outcome = await batcher.submit({"x": rows(value)}, 1)
+        np.testing.assert_array_equal(outcome.outputs["y"], rows(value) * 10)
+        assert outcome.queue_ns < 0.5 * RUN_S * 1e9
+    assert model.batches == [1, 1, 1]
+    await batcher.aclose()
+
+
+async def test_closing_the_batcher_ends_a_wait_for_company_at_once() -> None:
+    model = BlockingFake(RUN_S)
+    batcher = await _after_a_batch_of_four(model, "slow fake")
+    waiting = asyncio.create_task(batcher.submit({"x": rows(1.0)}, 1))
+    await asyncio.sleep(RUN_S / 10)
+    await asyncio.wait_for(batcher.aclose(), timeout=RUN_S / 2)  # no run was started for it
+    with pytest.raises(ModelNotReady):
+        await waiting
+    assert model.batches == [1, 4]
 
 
 def test_run_cost_estimates_from_the_same_or_smaller_runs_only() -> None:
