@@ -577,6 +577,21 @@ async def test_a_lone_client_never_waits_for_company() -> None:
     await batcher.aclose()
 
 
+async def test_a_request_cancelled_while_it_waits_for_company_leaves_the_others_answered() -> None:
+    model = BlockingFake(RUN_S)
+    batcher = await _after_a_batch_of_four(model, "slow fake")
+    waiting = asyncio.create_task(batcher.submit({"x": rows(1.0)}, 1))
+    await asyncio.sleep(RUN_S / 10)
+    queued = asyncio.create_task(batcher.submit({"x": rows(2.0)}, 1))  # joins the wait
+    await asyncio.sleep(RUN_S / 10)
+    waiting.cancel()  # its client went away
+    outcome = await asyncio.wait_for(queued, timeout=20 * RUN_S)
+    np.testing.assert_array_equal(outcome.outputs["y"], rows(2.0) * 10)
+    assert waiting.cancelled()
+    assert model.batches == [1, 4, 1]  # the cancelled request never ran
+    await batcher.aclose()
+
+
 async def test_closing_the_batcher_ends_a_wait_for_company_at_once() -> None:
     model = BlockingFake(RUN_S)
     batcher = await _after_a_batch_of_four(model, "slow fake")
