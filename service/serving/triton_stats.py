@@ -1,19 +1,19 @@
 """Inference statistics in the shape of Triton's statistics extension, one set of numbers per server.
 
 Each worker process counts into its own memory-mapped file per model version (``ops.counters``):
-recording a request is a dozen integer additions in shared memory under an in-process lock, as cheap
-as the plain attributes it replaces, with no message to any other process. Answering
+recording a request is eight integer additions in shared memory, as cheap as the plain attributes it
+replaces, with no message to any other process. Answering
 ``/v2/models/stats`` sums the files of every worker, past ones included, so whichever worker answers
 gives the same totals. The counters of a version keep counting across reloads of that version.
 
 File layout (int64 slots): the request counters (count and nanoseconds of success, fail, queue,
-compute_input, compute_infer, compute_output), the inference and execution counts and the last
-inference time, then an open-addressing table of (batch size + 1, executions, nanoseconds).
+compute_input, compute_infer, compute_output; of the last four only the nanoseconds are written), the
+inference and execution counts and the last inference time, then an open-addressing table of (batch
+size + 1, executions, nanoseconds).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,50 +32,47 @@ SLOTS = _HEADER + 3 * _BATCH_ENTRIES
 
 
 class InferenceStats:
-    """This process's counters for one model version. Updated from the event loop and runner threads."""
+    """This process's counters for one model version.
+
+    Updated on the event loop's thread only (the batcher reports each execution there, after the run),
+    so an addition needs no lock. A successful request's queue, compute_input, compute_infer and
+    compute_output counts are its success count: only their nanoseconds are written per request, and
+    `StatsBook.as_json` reads the counts from the success slot."""
 
     def __init__(self, counters: CounterFile) -> None:
-        self._lock = threading.Lock()
         self._file = counters
         self._slots = counters.slots
         self._batch_base: dict[int, int | None] = {}
 
     def record_execution(self, rows: int, compute_ns: int) -> None:
         """One model execution of ``rows`` samples (a batch, or a single request)."""
-        with self._lock:
-            slots = self._slots
-            slots[_EXECUTIONS] += 1
-            base = self._batch_base.get(rows, -1)
-            if base == -1:
-                base = self._batch_base[rows] = self._find_batch_entry(rows)
-            if base is not None:
-                slots[base + 1] += 1
-                slots[base + 2] += compute_ns
+        slots = self._slots
+        slots[_EXECUTIONS] += 1
+        base = self._batch_base.get(rows, -1)
+        if base == -1:
+            base = self._batch_base[rows] = self._find_batch_entry(rows)
+        if base is not None:
+            slots[base + 1] += 1
+            slots[base + 2] += compute_ns
 
     def record_success(
-        self, *, rows: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+        self, rows: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
     ) -> None:
-        with self._lock:
-            slots = self._slots
-            slots[_SUCCESS] += 1
-            slots[_SUCCESS + 1] += total_ns
-            slots[_QUEUE] += 1
-            slots[_QUEUE + 1] += queue_ns
-            slots[_INPUT] += 1
-            slots[_INPUT + 1] += input_ns
-            slots[_INFER] += 1
-            slots[_INFER + 1] += infer_ns
-            slots[_OUTPUT] += 1
-            slots[_OUTPUT + 1] += output_ns
-            slots[_INFERENCES] += rows
-            slots[_LAST_MS] = time.time_ns() // 1_000_000
+        slots = self._slots
+        slots[_SUCCESS] += 1
+        slots[_SUCCESS + 1] += total_ns
+        slots[_QUEUE + 1] += queue_ns
+        slots[_INPUT + 1] += input_ns
+        slots[_INFER + 1] += infer_ns
+        slots[_OUTPUT + 1] += output_ns
+        slots[_INFERENCES] += rows
+        slots[_LAST_MS] = time.time_ns() // 1_000_000
 
     def record_failure(self, total_ns: int) -> None:
-        with self._lock:
-            slots = self._slots
-            slots[_FAIL] += 1
-            slots[_FAIL + 1] += total_ns
-            slots[_LAST_MS] = time.time_ns() // 1_000_000
+        slots = self._slots
+        slots[_FAIL] += 1
+        slots[_FAIL + 1] += total_ns
+        slots[_LAST_MS] = time.time_ns() // 1_000_000
 
     def _find_batch_entry(self, rows: int) -> int | None:
         """The slot of ``rows`` in the batch table, claimed if new; None when the table is full."""
@@ -91,9 +88,8 @@ class InferenceStats:
         return None
 
     def close(self) -> None:
-        with self._lock:
-            self._slots = memoryview(bytearray(SLOTS * 8)).cast("q")  # late updates land nowhere
-            self._file.close()
+        self._slots = memoryview(bytearray(SLOTS * 8)).cast("q")  # late updates land nowhere
+        self._file.close()
 
 
 class StatsBook:
@@ -132,7 +128,8 @@ class StatsBook:
                 entry[0] += values[base + 1]
                 entry[1] += values[base + 2]
         zero = {"count": 0, "ns": 0}
-        stats = {key: {"count": totals[2 * i], "ns": totals[2 * i + 1]} for i, key in enumerate(_DURATIONS)}
+        counts = {key: totals[_FAIL if key == "fail" else _SUCCESS] for key in _DURATIONS}
+        stats = {key: {"count": counts[key], "ns": totals[2 * i + 1]} for i, key in enumerate(_DURATIONS)}
         return {
             "name": name,
             "version": str(version),
