@@ -67,16 +67,15 @@ def read_headers(scope: HTTPScope) -> dict[str, str]:
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
     """(model name, version text or None) when ``path`` is an infer endpoint, else None."""
-    parts = path.split("/")
-    if len(parts) == 5 and parts[4] == "infer":
-        version = None
-    elif len(parts) == 7 and parts[4] == "versions" and parts[6] == "infer" and parts[5]:
-        version = parts[5]
-    else:
+    if not path.startswith("/v2/models/") or not path.endswith("/infer"):
         return None
-    if parts[0] or parts[1] != "v2" or parts[2] != "models" or not parts[3]:
+    middle = path[11:-6]  # "{name}" or "{name}/versions/{version}"
+    if "/" not in middle:
+        return (middle, None) if middle else None
+    name, _, version = middle.partition("/versions/")
+    if not name or not version or "/" in name or "/" in version:
         return None
-    return parts[3], version
+    return name, version
 
 
 class InferFastPath:
@@ -142,10 +141,18 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
             raise ClientException(f"Invalid content-length: {content_length!r}") from None
         if announced > limit:
             raise PayloadTooLarge("Request Entity Too Large")
-    chunks: list[bytes] = []
-    size = 0
+    message: Any = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise PayloadTooLarge("Request Entity Too Large")
+    if not message.get("more_body", False):  # the whole body at once: most requests of a few kilobytes
+        return body
+    chunks = [body]
+    size = len(body)
     while True:
-        message: Any = await receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise _Disconnected
         chunk = message.get("body", b"")
@@ -155,8 +162,7 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
                 raise PayloadTooLarge("Request Entity Too Large")
             chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
 
 
 async def _send(

@@ -46,7 +46,6 @@ class EncodedResponse:
 
 
 def encode_response(
-    *,
     model_name: str,
     model_version: str,
     request_id: str | None,

@@ -142,6 +142,13 @@ async def test_other_methods_and_paths_go_to_litestar(repository: Path) -> None:
         ("/v2/models/m/ready", None),
         ("/v1/models/m/infer", None),
         ("/x/v2/models/m/infer", None),
+        ("/v2/models/infer", None),
+        ("/v2/models/a/b/infer", None),
+        ("/v2/models/m/versions/3/x/infer", None),
+        ("/v2/models/m/version/3/infer", None),
+        ("/v2/models/versions/3/infer", None),
+        ("/v2/models//versions/3/infer", None),
+        ("/v2/models/m/versions/versions/infer", ("m", "versions")),
     ],
 )
 def test_infer_target_recognises_exactly_the_infer_paths(path: str, target: tuple[str, str | None] | None) -> None:
