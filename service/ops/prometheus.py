@@ -63,6 +63,8 @@ class _Pending(threading.local):
     def __init__(self) -> None:
         self.amounts: dict[Any, float] = {}
         self.observed: dict[Any, list[float]] = {}
+        self.counted: dict[tuple[Any, ...], list[float]] = {}
+        """Values of `Deferred.count`, by its ``children`` tuple: one list append per event."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.scheduled = False
 
@@ -117,21 +119,17 @@ class Deferred:
 
     def count(self, children: tuple[Any, ...], value: float) -> None:
         """One event counted and measured in each (counter, histogram) pair of ``children``, given flat
-        (counter, histogram, counter, histogram, ...): ``counter.inc()`` and ``histogram.observe(value)``."""
+        (counter, histogram, counter, histogram, ...): ``counter.inc()`` and ``histogram.observe(value)``.
+        Pending, the event is one value appended to its ``children``'s list (every request makes one)."""
         pending = self._pending()
-        for index in range(0, len(children), 2):
-            counter, histogram = children[index], children[index + 1]
-            if pending is None:
-                counter.inc()
-                histogram.observe(value)
-                continue
-            amounts = pending.amounts
-            amounts[counter] = amounts.get(counter, 0.0) + 1.0
-            values = pending.observed.get(histogram)
-            if values is None:
-                pending.observed[histogram] = [value]
-            else:
-                values.append(value)
+        if pending is None:
+            _count_all(children, [value])
+            return
+        values = pending.counted.get(children)
+        if values is None:
+            pending.counted[children] = [value]
+        else:
+            values.append(value)
 
     def flush(self) -> None:
         """Apply this thread's pending updates now (a scrape, shutdown)."""
@@ -162,11 +160,22 @@ def _apply(pending: _Pending, sampled: list[tuple[Any, Callable[[], float]]]) ->
         gauge.set(read())
     amounts, pending.amounts = pending.amounts, {}
     observed, pending.observed = pending.observed, {}
+    counted, pending.counted = pending.counted, {}
     for child, amount in amounts.items():
         if amount:
             child.inc(amount)
     for child, values in observed.items():
         observe_all(child, values)
+    for children, values in counted.items():
+        _count_all(children, values)
+
+
+def _count_all(children: tuple[Any, ...], values: list[float]) -> None:
+    """`Deferred.count` for each of ``values``: every counter of ``children`` goes up by their number,
+    and every histogram observes them all."""
+    for index in range(0, len(children), 2):
+        children[index].inc(len(values))
+        observe_all(children[index + 1], values)
 
 
 def observe_all(histogram: Any, values: list[float]) -> None:
