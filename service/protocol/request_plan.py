@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,14 @@ class _Input:
     """The datatype's numpy dtype, as `decode` uses it."""
     itemsize: int
     json_floats: bool
+    shapes: dict[tuple[Any, ...], tuple[int, int]] = field(default_factory=dict)
+    """Shapes this input was sent with that fit it: (element count, rows along the batch axis), by the
+    shape as a tuple (see `_fitting_shape`)."""
+
+
+_SHAPES_KEPT = 64
+"""Fitting shapes remembered per input; when full, new ones are checked each time."""
+_INT_ONLY = {int}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +111,8 @@ class RequestPlan:
         self._specs = tuple(inputs)
         self._outputs = tuple(output_names)
         self._known_outputs = frozenset(output_names)
+        self._all_outputs = {flag: [(name, flag) for name in output_names] for flag in (False, True)}
+        """What `_selected` gives for a request that names no outputs: shared, never changed by a reader."""
         self._layouts: dict[bytes, _BinaryLayout] = {}
         """Binary requests' JSON headers read before, by their bytes."""
 
@@ -207,6 +217,7 @@ class RequestPlan:
         if binary_default is None or type(raw_inputs) is not list or len(raw_inputs) != len(self._inputs):
             return None
         feeds: dict[str, np.ndarray] = {}
+        rows = 1
         for raw in raw_inputs:
             if type(raw) is not dict or len(raw) != 4:  # name, datatype, shape and data
                 return None
@@ -215,14 +226,21 @@ class RequestPlan:
             if planned is None or name in feeds or raw.get("datatype") != planned.spec.datatype:
                 return None
             shape = raw.get("shape")
-            count = _count(planned.spec, shape, max_elements)
-            array = _native_floats(raw.get("data"), planned.dtype, count) if count >= 0 else None
+            fitting = _fitting_shape(planned, shape, max_elements)
+            if fitting is None:
+                return None
+            array = _native_floats(raw.get("data"), planned.dtype, fitting[0])
             if array is None:
                 return None
             feeds[planned.spec.name] = array.reshape(shape)
-        rows = self._rows(feeds)
+            rows = fitting[1]
+        if len(feeds) > 1:
+            found = self._rows(feeds)
+            if found is None:
+                return None
+            rows = found
         selected = self._selected(document.get("outputs"), binary_default)
-        if rows is None or selected is None:
+        if selected is None:
             return None
         return PlannedRequest(request_id, feeds, rows, selected)
 
@@ -266,7 +284,7 @@ class RequestPlan:
 
     def _selected(self, raw_outputs: Any, binary_default: bool) -> list[tuple[str, bool]] | None:
         if raw_outputs is None:
-            return [(name, binary_default) for name in self._outputs]
+            return self._all_outputs[binary_default]
         if type(raw_outputs) is not list:
             return None
         selected: dict[str, bool] = {}
@@ -333,6 +351,28 @@ def _json_floats(data: Any, target: np.dtype[Any], count: int) -> np.ndarray | N
     if type(data) is not np.ndarray or data.size != count:
         return None
     return narrow_floats(data, target)
+
+
+def _fitting_shape(planned: _Input, shape: Any, max_elements: int) -> tuple[int, int] | None:
+    """(element count, rows along the batch axis) of an input sent with ``shape`` (a list, as sent) when
+    it fits the input and the limit, else None. A shape that fitted before is looked up, not checked
+    again: only that its members are exact integers (``true`` and ``1.0`` equal ``1`` as dictionary keys)."""
+    if type(shape) is not list:
+        return None
+    key = tuple(shape)
+    known = planned.shapes.get(key)
+    if known is None:
+        count = _count(planned.spec, shape, max_elements)
+        if count < 0:
+            return None
+        axis = planned.spec.batch_axis
+        known = (count, shape[axis] if axis is not None and axis < len(shape) else 1)
+        if len(planned.shapes) < _SHAPES_KEPT:
+            planned.shapes[key] = known
+        return known
+    if (key and set(map(type, key)) != _INT_ONLY) or known[0] > max_elements:
+        return None
+    return known
 
 
 def _count(spec: TensorSpec, shape: Any, max_elements: int) -> int:

@@ -142,6 +142,34 @@ def test_what_the_plan_leaves_to_the_general_path() -> None:
     assert planned(booleans, *body_of(document, [b"\x01"])) is None  # BOOL bytes need their check
 
 
+def test_a_shape_read_before_is_not_checked_again_but_only_exact_integers_match_it() -> None:
+    specs = (spec("x", "FP32", (-1, 2)),)
+    plan = RequestPlan(specs, OUTPUTS)
+
+    def read(shape: list[Any], limit: int = MAX) -> PlannedRequest | None:
+        document = {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": [1.0, 2.0] * 3}]}
+        return plan.read_body(*body_of(document, []), limit)
+
+    first = read([3, 2])
+    again = read([3, 2])
+    assert first is not None
+    assert again is not None
+    assert (again.rows, again.feeds["x"].shape) == (3, (3, 2))
+    # Equal as dictionary keys to the remembered (3, 2), and refused by the general path: never taken here.
+    for shape in ([3, 2.0], [3.0, 2], [3, True]):
+        body, headers = body_of({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": [1.0] * 6}]}, [])
+        assert general(specs, body, headers) is None
+        assert plan.read_body(body, headers, MAX) is None, shape
+    assert read([3, 2], limit=5) is None  # the element limit holds for a remembered shape too
+    assert read([2, 3]) is None  # the wrong shape is never remembered, and stays wrong
+    assert read([3, 2]) is not None
+    booleans_first = RequestPlan(specs, OUTPUTS)  # a refused shape leaves no trace for the valid one
+    document = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [True, 2], "data": [1.0, 2.0]}]}
+    assert booleans_first.read_body(*body_of(document, []), MAX) is None
+    document["inputs"][0]["shape"] = [1, 2]
+    assert booleans_first.read_body(*body_of(document, []), MAX) is not None
+
+
 def test_a_binary_header_read_once_is_not_parsed_again_and_its_data_is_each_requests_own() -> None:
     specs = (spec("x", "FP32", (-1, 3)), spec("n", "INT64", (-1,)))
     document = {
