@@ -77,12 +77,12 @@ def current_request() -> RequestContext | None:
     return _current.get()
 
 
-def note_model(name: str, version: int) -> None:
+def note_model(name: str, version: str) -> None:
     """Record which model version serves the current request (no-op outside a request)."""
     context = _current.get()
     if context is not None:
         context.model = name
-        context.version = str(version)
+        context.version = version
 
 
 class _RequestIdFilter(logging.Filter):

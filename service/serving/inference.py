@@ -23,7 +23,7 @@ async def infer(
     headers: Mapping[str, str],
 ) -> EncodedResponse:
     began = time.perf_counter_ns()
-    async with registry.lease(name, version) as loaded:
+    with registry.lease(name, version) as loaded:
         try:
             limit = settings.max_request_bytes
             plan = loaded.request_plan
@@ -42,24 +42,20 @@ async def infer(
             decoded = time.perf_counter_ns()
             outcome = await loaded.infer(feeds, rows)
             ran = time.perf_counter_ns()
+            outputs = outcome.outputs
             response = encode_response(
-                model_name=name,
-                model_version=str(loaded.version),
-                request_id=request_id,
-                outputs=[(out, outcome.outputs[out], binary) for out, binary in selected],
-                accept_encoding=headers.get("accept-encoding"),
+                name,
+                loaded.version_text,
+                request_id,
+                [(out, outputs[out], binary) for out, binary in selected],
+                headers.get("accept-encoding"),
             )
         except ServiceError:
             loaded.stats.record_failure(time.perf_counter_ns() - began)
             raise
         done = time.perf_counter_ns()
         loaded.stats.record_success(
-            rows=rows,
-            total_ns=done - began,
-            queue_ns=outcome.queue_ns,
-            input_ns=decoded - began,
-            infer_ns=outcome.compute_ns,
-            output_ns=done - ran,
-        )
+            rows, done - began, outcome.queue_ns, decoded - began, outcome.compute_ns, done - ran
+        )  # positional: keyword arguments cost every request a little more
     return response
 

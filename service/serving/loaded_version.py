@@ -52,22 +52,22 @@ class LoadedVersion:
     _batch_size: Any = field(default=None, init=False, repr=False)
     request_plan: RequestPlan = field(init=False, repr=False)
     """Reads this signature's common requests in one pass (see ``protocol.request_plan``)."""
+    name: str = field(init=False)
+    version: int = field(init=False)
+    version_text: str = field(init=False, repr=False)
+    """The version as responses, metrics and logs write it: made once, not on every request."""
 
     def __post_init__(self) -> None:
+        # Plain attributes, not properties over ``spec``: every request reads them.
+        self.name = self.spec.name
+        self.version = self.spec.version
+        self.version_text = str(self.spec.version)
         self.request_plan = RequestPlan(self.model.inputs, self.model.output_names)
         # Labelled children resolved once: labels() locks and builds a key on every call.
         if self.metrics is not None:
             labels = (self.spec.name, str(self.spec.version))
             self._queue_time = self.metrics.queue_time.labels(*labels)
             self._batch_size = self.metrics.batch_size.labels(*labels)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def version(self) -> int:
-        return self.spec.version
 
     @property
     def identity(self) -> tuple[str, ModelConfig]:
@@ -119,7 +119,8 @@ class LoadedVersion:
 
     def _enter(self) -> None:
         self._in_flight += 1
-        self._idle.clear()
+        if self._in_flight == 1:
+            self._idle.clear()
 
     def _leave(self) -> None:
         self._in_flight -= 1

@@ -42,10 +42,13 @@ def _states(registry: ModelRegistry, name: str = "m") -> dict[int | None, str]:
 
 
 @pytest.mark.parametrize("batch", [1, 8], ids=["unbatched", "batched"])
-async def test_requests_holding_the_old_version_finish_on_it(tmp_path: Path, batch: int) -> None:
+@pytest.mark.parametrize("entered", ["async with", "with"])
+async def test_requests_holding_the_old_version_finish_on_it(tmp_path: Path, batch: int, entered: str) -> None:
     write_version(tmp_path, "m", 1)
     async with serving(Settings(repository=tmp_path, max_batch_size=batch)) as registry:
-        async with registry.lease("m") as old:
+        async with contextlib.AsyncExitStack() as held:  # the lease is held until this block ends
+            lease = registry.lease("m")
+            old = await held.enter_async_context(lease) if entered == "async with" else held.enter_context(lease)
             write_version(tmp_path, "m", 2)
             shutil.rmtree(tmp_path / "m" / "1")
             poll = asyncio.create_task(registry.poll())
