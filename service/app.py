@@ -19,7 +19,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from service.http.api_docs import CONTENT_SECURITY_POLICY, SwaggerPage
 from service.http.auth import SECURITY_SCHEME, AccessPolicy, AuditTrail, declared_access, requires
 from service.http.error_responses import EXCEPTION_HANDLERS
-from service.http.infer_fast_path import InferFastPath
+from service.http.infer_fast_path import InferFastPath, infer_target
 from service.http.middleware import RequestMiddleware
 from service.http.routes.examples import ExamplesController
 from service.http.routes.health import HealthController
@@ -52,6 +52,25 @@ EXTENSIONS = (
     "explain",
     "evaluate",
 )
+
+
+class ServiceApp(Litestar):
+    """Litestar, with inference requests handed straight to the request middleware's infer path.
+
+    Litestar's own entry (scope keys for its routing, a wrapped ``send``) serves nothing that path
+    uses, and every inference request would pay for it. Every other request enters Litestar as usual.
+    """
+
+    request_middleware: RequestMiddleware | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        middleware = self.request_middleware
+        if middleware is not None and scope["type"] == "http" and scope["method"] == "POST":
+            target = infer_target(scope["path"])
+            if target is not None:
+                await middleware.infer(scope, receive, send, target)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def provide_registry(state: State) -> ModelRegistry:
@@ -123,12 +142,12 @@ def served_models(app: Litestar) -> list[dict[str, Any]]:
     ]
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = ServiceMetrics()
     access = AccessPolicy.from_settings(settings, metrics)
-    app = Litestar(
+    app = ServiceApp(
         route_handlers=[
             HealthController,
             ModelsController,
@@ -179,13 +198,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     _document_access(app, access)
     # Outermost, around routing too: 404s and 405s also get a request id and are counted.
     # Inside it, infer requests skip Litestar's routing and DI (see service/http/infer_fast_path.py).
-    app.asgi_handler = RequestMiddleware(
+    middleware = RequestMiddleware(
         InferFastPath(app.asgi_handler, app.state, access),
         metrics,
         settings.max_in_flight_requests,
         settings.access_log,
         settings.idle_poll_ms / 1000,
     )
+    app.asgi_handler = middleware
+    app.request_middleware = middleware
     return app
 
 

@@ -61,15 +61,21 @@ class RequestMiddleware:
         if self._direct is not None and scope["method"] == "POST":
             target = infer_target(scope["path"])
             if target is not None:
-                await self._infer(scope, receive, send, self._direct, target)
+                await self.infer(scope, receive, send, target)
                 return
         await self._handle(scope, receive, send)
 
-    async def _infer(
-        self, scope: HTTPScope, receive: Receive, send: Send, direct: InferFastPath, target: tuple[str, str | None]
-    ) -> None:
-        """An infer request, handed to the infer path directly: the same request id, limit, metrics and
-        log line as `_handle` gives every request, without wrapping ``send`` and ``receive``."""
+    @property
+    def answers_infer(self) -> bool:
+        """Whether `infer` may be called: the next layer is the infer path."""
+        return self._direct is not None
+
+    async def infer(self, scope: HTTPScope, receive: Receive, send: Send, target: tuple[str, str | None]) -> None:
+        """An infer request (``target`` from `infer_target`), handed to the infer path directly: the same
+        request id, limit, metrics and log line as `_handle` gives every request, without wrapping
+        ``send`` and ``receive``. Only when `answers_infer`."""
+        direct = self._direct
+        assert direct is not None, "infer() needs the infer path as the next layer"
         headers = read_headers(scope)
         context, token, header = _begin(headers.get(REQUEST_ID_HEADER))
         status = 500
