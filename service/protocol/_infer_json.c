@@ -14,6 +14,10 @@
  * more than 18 digits, floats beyond float64's range, "data" arrays that are nested or hold anything
  * but numbers, integers above 2**53 in "data", and nesting deeper than MAX_DEPTH.
  *
+ * `split_data` and `read_floats` serve a body whose text outside its "data" arrays was read by `parse`
+ * before: the first finds the arrays and cuts the text around them, the second reads one array as
+ * `parse` reads it.
+ *
  * Numbers become the correctly rounded float64 (as Python's float() gives): exact arithmetic when
  * the digits and the power of ten are small (Clinger's fast path), otherwise the Eisel-Lemire
  * algorithm over 128-bit powers of five (the table comes from Python's exact integers, see
@@ -561,6 +565,110 @@ static PyObject *parse(PyObject *module, PyObject *body)
     return document != NULL ? document : gave_up();
 }
 
+/* Where the "data" arrays of a body lie, found without reading the rest: the key "data" (a quote,
+ * the four letters, a quote), optional space, a colon, optional space and '['; the array ends at the
+ * first ']' after it (a flat array of numbers holds no other). Gives (the byte segments before, between
+ * and after the arrays, the arrays' (start, end) offsets flat), or None when there is no such array or
+ * one is not closed. It reads nothing else: the caller compares the segments with those of a body that
+ * `parse` read whole, and reads the arrays with `read_floats`. */
+static PyObject *split_data(PyObject *module, PyObject *body)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *base = (const unsigned char *)view.buf, *end = base + view.len;
+    const unsigned char *p = base, *segment = base;
+    PyObject *segments = PyList_New(0), *spans = PyList_New(0), *result = NULL;
+    if (segments == NULL || spans == NULL) {
+        goto done;
+    }
+    for (;;) {
+        const unsigned char *quote = memchr(p, '"', (size_t)(end - p));
+        if (quote == NULL || end - quote < 6) {
+            break;
+        }
+        p = quote + 1;
+        if (memcmp(p, "data\"", 5) != 0) {
+            continue;
+        }
+        Reader r = {quote + 6, end};
+        skip_space(&r);
+        if (r.p >= end || *r.p != ':') {
+            continue;
+        }
+        r.p++;
+        skip_space(&r);
+        if (r.p >= end || *r.p != '[') {
+            continue;
+        }
+        const unsigned char *close = memchr(r.p, ']', (size_t)(end - r.p));
+        if (close == NULL) {
+            goto done; /* None */
+        }
+        PyObject *before = PyBytes_FromStringAndSize((const char *)segment, r.p - segment);
+        PyObject *start = PyLong_FromSsize_t(r.p - base), *stop = PyLong_FromSsize_t(close + 1 - base);
+        int failed = before == NULL || start == NULL || stop == NULL || PyList_Append(segments, before) < 0 ||
+                     PyList_Append(spans, start) < 0 || PyList_Append(spans, stop) < 0;
+        Py_XDECREF(before);
+        Py_XDECREF(start);
+        Py_XDECREF(stop);
+        if (failed) {
+            goto done;
+        }
+        segment = p = close + 1;
+    }
+    if (PyList_GET_SIZE(spans) > 0) {
+        PyObject *after = PyBytes_FromStringAndSize((const char *)segment, end - segment);
+        if (after == NULL || PyList_Append(segments, after) < 0) {
+            Py_XDECREF(after);
+            goto done;
+        }
+        Py_DECREF(after);
+        PyObject *segment_tuple = PyList_AsTuple(segments), *span_tuple = PyList_AsTuple(spans);
+        if (segment_tuple != NULL && span_tuple != NULL) {
+            result = PyTuple_Pack(2, segment_tuple, span_tuple);
+        }
+        Py_XDECREF(segment_tuple);
+        Py_XDECREF(span_tuple);
+    }
+done:
+    Py_XDECREF(segments);
+    Py_XDECREF(spans);
+    PyBuffer_Release(&view);
+    return result != NULL ? result : gave_up();
+}
+
+/* The flat array of numbers that spans body[start:stop] exactly, as `parse` reads a "data" array:
+ * (float64 bytes, float32 bytes or None); None when the span is anything else. */
+static PyObject *read_floats(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "read_floats(body, start, stop)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *numbers = NULL;
+    if (0 <= start && start < stop && stop <= view.len && ((const unsigned char *)view.buf)[start] == '[') {
+        Reader r = {(const unsigned char *)view.buf + start, (const unsigned char *)view.buf + stop};
+        numbers = read_numbers(&r);
+        if (numbers != NULL && r.p != r.end) {
+            Py_CLEAR(numbers);
+        }
+    }
+    PyBuffer_Release(&view);
+    return numbers != NULL ? numbers : gave_up();
+}
+
 static PyObject *set_powers(PyObject *module, PyObject *table)
 {
     (void)module;
@@ -600,6 +708,8 @@ static PyMethodDef methods[] = {
     {"parse", parse, METH_O, "A V2 inference request's JSON body as Python objects, or None to read it the general way."},
     {"set_powers", set_powers, METH_O, "Install the 128-bit powers of five that number parsing uses."},
     {"read_float", read_float, METH_O, "One JSON number's text as the float64 parse gives it (None if not one)."},
+    {"split_data", split_data, METH_O, "The segments of a body around its \"data\" arrays, and where they lie."},
+    {"read_floats", (PyCFunction)(void (*)(void))read_floats, METH_FASTCALL, "A flat number array spanning body[start:stop], as parse reads one."},
     {NULL, NULL, 0, NULL},
 };
 

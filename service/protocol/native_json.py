@@ -56,6 +56,18 @@ def parse(body: bytes) -> dict[str, Any] | None:
     return _infer_json.parse(body)
 
 
+# The extension's own functions, not Python wrappers around them: they are called on every request.
+split_data = _infer_json.split_data
+"""``split_data(body)``: the byte segments around the body's ``"data"`` arrays (before the first,
+between, after the last) and the arrays' (start, stop) offsets, flat; None when it has none. Found by
+looking for the key and the first ``]`` after it, nothing else read: a body whose segments are those of
+one that `parse` read whole differs from it only in those arrays, which `read_floats` reads."""
+
+read_floats = _infer_json.read_floats
+"""``read_floats(body, start, stop)``: the flat number array spanning ``body[start:stop]`` exactly, as
+`parse` reads a ``data`` array (`Numbers`); None for anything else."""
+
+
 def read_float(text: bytes) -> float | None:
     """One JSON number's text as `parse` reads it (None when it is not one, or out of range)."""
     return _infer_json.read_float(text)

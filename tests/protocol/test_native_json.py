@@ -297,3 +297,41 @@ def test_a_damaged_body_is_read_as_json_reads_it_or_left_alone(edits: list[tuple
 def test_every_truncation_is_refused(size: int) -> None:
     assert native_json.parse(V2_BODY[:size]) is None
     assert native_json.parse(V2_BODY) is not None
+
+
+def test_the_data_arrays_are_found_without_reading_the_rest() -> None:
+    parts = native_json.split_data(V2_BODY)
+    assert parts is not None
+    segments, spans = parts
+    start, stop = spans
+    assert segments == (V2_BODY[:start], V2_BODY[stop:])
+    assert V2_BODY[start:stop] == b"[0.5, -1.25e-3, 7, 0.30000001192092896, 1E5, -0]"
+    parsed = native_json.parse(V2_BODY)
+    assert parsed is not None
+    assert native_json.read_floats(V2_BODY, start, stop) == parsed["inputs"][0]["data"]
+    two = b'{"inputs":[{"data" :[1]},{"name":"binary_data","data":\n[2.5, 3]}],"outputs":[{"parameters":{"binary_data":true}}]}'
+    parts = native_json.split_data(two)
+    assert parts is not None
+    assert [two[a:b] for a, b in zip(parts[1][::2], parts[1][1::2], strict=True)] == [b"[1]", b"[2.5, 3]"]
+    first, middle, last = parts[0]
+    assert first + b"[1]" + middle + b"[2.5, 3]" + last == two  # the segments and arrays are the whole body
+    assert middle == b'},{"name":"binary_data","data":\n'
+    for none in (b'{"inputs":[]}', b'{"inputs":[{"data":[1,2}]}'[:-3], b'"data":', b"", b'{"data": 3}'):
+        assert native_json.split_data(none) is None, none
+
+
+@pytest.mark.parametrize(
+    "span",
+    [b"[1, 2", b"1, 2]", b"[1, [2]]", b'[1, "2"]', b"[1,]", b"[true]", b"[1] ", b" [1]", b"[9007199254740993]"],
+)
+def test_a_span_that_is_not_exactly_a_flat_number_array_is_not_read(span: bytes) -> None:
+    assert native_json.read_floats(span, 0, len(span)) is None
+
+
+def test_read_floats_reads_only_inside_the_body() -> None:
+    body = b"[1, 2]"
+    assert native_json.read_floats(body, 0, len(body)) is not None
+    assert native_json.read_floats(body, 0, len(body) + 1) is None
+    assert native_json.read_floats(body, -1, len(body)) is None
+    assert native_json.read_floats(body, 3, 3) is None
+    assert native_json.read_floats(b"[]", 0, 2) == (b"", b"")
