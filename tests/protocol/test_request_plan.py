@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from service.errors import ServiceError
+from service.protocol import native_json
 from service.protocol.datatypes import NUMPY
 from service.protocol.decode import decode_inputs
 from service.protocol.encode import select_outputs
@@ -243,6 +245,74 @@ def test_a_binary_header_read_once_is_not_parsed_again_and_its_data_is_each_requ
     assert plan.read_body(second, headers, MAX) is not None
 
 
+def test_a_json_request_read_before_is_read_again_from_its_data_arrays_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = (spec("x", "FP32", (-1, 3)), spec("h", "FP16", (-1,)))
+    plan = RequestPlan(specs, OUTPUTS)
+
+    def body(x: list[float], h: list[float], **extra: Any) -> bytes:
+        document = {
+            **extra,
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": x},
+                {"name": "h", "datatype": "FP16", "shape": [2], "data": h},
+            ],
+        }
+        return orjson.dumps(document)
+
+    first = body([0.5] * 6, [1.0, 2.0])
+    assert_same(plan.read_body(first, {}, MAX), general(specs, first, {}))
+
+    def never(body: bytes) -> None:
+        raise AssertionError("a body whose layout is known is not parsed whole again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(native_json, "parse", never)
+        x, h = [0.1, -2.5, 3e-8, 7.0, 1e10, -0.0], [65504.0, -1.5]
+        second = body(x, h)
+        read = plan.read_body(second, {}, MAX)
+        assert read is not None
+        assert_same(read, general(specs, second, {}))
+        np.testing.assert_array_equal(read.feeds["x"], np.array(x, dtype=np.float32).reshape(2, 3))
+        for number in range(3):  # a leading id, as tritonclient writes it, is cut out: each request's own
+            with_id = body(h + x[:4], [0.0, float(number)], id=f"r-{number}")
+            read = plan.read_body(with_id, {}, MAX)
+            assert read is not None
+            assert read.request_id == f"r-{number}"
+            assert_same(read, general(specs, with_id, {}))
+    # Ids the general path must judge, ids anywhere but first, and a second id: read whole.
+    for odd in (b'{"id":"a\\"b",', b'{"id":"a\tb",', b'{"id":"\xff",', b'{"id":"a","id":"b",'):
+        odd_body = odd + second[1:]
+        read = plan.read_body(odd_body, {}, MAX)
+        if read is not None:
+            assert_same(read, general(specs, odd_body, {}))
+    id_last = body(x, h)[:-1] + b',"id":"r-9"}'
+    assert_same(plan.read_body(id_last, {}, MAX), general(specs, id_last, {}))
+    # What the arrays hold is each request's to check: a count, a value beyond the datatype's range,
+    # a number the general path converts its own way, anything but a flat list of numbers.
+    for x_data, h_data in (
+        ([0.5] * 5, [1.0, 2.0]),
+        ([0.5] * 7, [1.0, 2.0]),
+        ([0.5] * 6, [1.0]),
+        ([1e39] + [0.5] * 5, [1.0, 2.0]),
+        ([0.5] * 6, [1e6, 2.0]),
+        ([2**60] + [0.5] * 5, [1.0, 2.0]),
+        ([[0.5] * 3, [0.5] * 3], [1.0, 2.0]),
+        ([0.5] * 6, [True, 2.0]),
+    ):
+        changed = body(x_data, h_data)
+        read = plan.read_body(changed, {}, MAX)
+        expected = general(specs, changed, {})
+        if read is not None:
+            assert_same(read, expected)
+        assert read is None or expected is not None, (x_data, h_data)
+    assert plan.read_body(first, {}, 5) is None  # the limit holds for a known layout too
+    spaced = first.replace(b'"data":', b'"data" : ')  # space around the colon: its own layout
+    assert_same(plan.read_body(spaced, {}, MAX), general(specs, spaced, {}))
+    assert_same(plan.read_body(spaced, {}, MAX), general(specs, spaced, {}))
+    assert plan.read_body(first + b" ", {}, MAX) is not None  # any other bytes: read whole, then known
+    assert plan.read_body(first, {"content-encoding": "gzip"}, MAX) is None
+
+
 DATATYPES = ("FP32", "FP32", "FP16", "FP64", "INT64", "INT8", "UINT16", "BOOL")
 
 
@@ -305,6 +375,30 @@ def cases(draw: st.DrawFn) -> tuple[tuple[TensorSpec, ...], bytes, dict[str, str
     return specs, body, headers
 
 
+def with_data(body: bytes, change: Any) -> bytes:
+    document = orjson.loads(body)
+    for entry in document.get("inputs") if type(document.get("inputs")) is list else []:
+        if type(entry) is dict and type(entry.get("data")) is list:
+            entry["data"] = change(entry["data"])
+    return orjson.dumps(document)
+
+
+def halved(values: list[Any]) -> list[Any]:
+    return [value / 2 + 0.25 if type(value) in (int, float) else value for value in values]
+
+
+def shorter(values: list[Any]) -> list[Any]:
+    return values[:-1]
+
+
+def longer(values: list[Any]) -> list[Any]:
+    return [*values, 0.5]
+
+
+def huge(values: list[Any]) -> list[Any]:
+    return [1e39, *values[1:]]
+
+
 @settings(max_examples=1500, deadline=None)
 @given(cases())
 def test_a_planned_request_is_one_the_general_path_accepts_and_decodes_the_same(
@@ -319,11 +413,15 @@ def test_a_planned_request_is_one_the_general_path_accepts_and_decodes_the_same(
     # The same header again, with other data or data of another length, or another id: read as the
     # general path reads it.
     other_id = body.replace(b'"id":"id-1"', b'"id":"id-2"')
-    for again in (body, body[:-1] + b"\x7f", body + b"\0", body[:-1], other_id):
+    replays = [body, body[:-1] + b"\x7f", body + b"\0", body[:-1], other_id]
+    if not headers:  # whole JSON: the same bytes around other numbers, fewer, more, and out of range
+        replays += [with_data(body, change) for change in (halved, shorter, longer, huge)]
+    for again in replays:
         replayed = reader.read_body(again, headers, MAX)
         if replayed is not None:
             assert_same(replayed, general(specs, again, headers))
-            event("a known binary header" + (" with a leading id" if again.startswith(b'{"id"') else ""))
+            known = "a known binary header" if headers else "a known JSON layout"
+            event(known + (" with a leading id" if again.startswith(b'{"id"') else ""))
     if plan is not None and from_document(specs, body, headers) is not None:
         event("planned from simdjson's document")
     event("planned" if plan is not None else "general path" if expected is not None else "refused")
