@@ -65,15 +65,10 @@ class RequestMiddleware:
                 return
         await self._handle(scope, receive, send)
 
-    @property
-    def answers_infer(self) -> bool:
-        """Whether `infer` may be called: the next layer is the infer path."""
-        return self._direct is not None
-
     async def infer(self, scope: HTTPScope, receive: Receive, send: Send, target: tuple[str, str | None]) -> None:
         """An infer request (``target`` from `infer_target`), handed to the infer path directly: the same
         request id, limit, metrics and log line as `_handle` gives every request, without wrapping
-        ``send`` and ``receive``. Only when `answers_infer`."""
+        ``send`` and ``receive``. Only when the next layer is the infer path."""
         direct = self._direct
         assert direct is not None, "infer() needs the infer path as the next layer"
         headers = read_headers(scope)
