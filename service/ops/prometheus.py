@@ -118,6 +118,19 @@ class Deferred:
         else:
             values.append(value)
 
+    def observe_many(self, child: Any, values: list[float]) -> None:
+        """``child.observe(value)`` for each of ``values`` (a histogram's labelled child). The list is kept
+        until updates apply: pass one nobody changes."""
+        pending = self._pending()
+        if pending is None:
+            observe_all(child, values)
+            return
+        known = pending.observed.get(child)
+        if known is None:
+            pending.observed[child] = values
+        else:
+            known.extend(values)
+
     def count(self, children: tuple[Any, ...], value: float) -> None:
         """One event counted and measured in each (counter, histogram) pair of ``children``, given flat
         (counter, histogram, counter, histogram, ...): ``counter.inc()`` and ``histogram.observe(value)``.

@@ -36,6 +36,8 @@ RunFn = Callable[[Arrays], Awaitable[Arrays]]
 BlockingRunFn = Callable[[Arrays], Arrays]
 BatchObserver = Callable[[int, int], None]
 """Called after each execution with (rows, compute nanoseconds)."""
+QueueObserver = Callable[[list[int]], None]
+"""Called after each execution with the queue times (nanoseconds) of the requests it answered."""
 FailureObserver = Callable[[int, Exception], None]
 """Called when a shared batch fails, with (requests in it, the error), before they rerun one by one."""
 
@@ -199,8 +201,10 @@ class DynamicBatcher:
         thread: InferenceThread | None = None,
         on_batch_failure: FailureObserver | None = None,
         inline: BlockingRunFn | None = None,
+        queue_observer: QueueObserver | None = None,
     ) -> None:
         self._run = run
+        self._queue_observer = queue_observer
         limit = INLINE_RUN_MAX_S if policy.inline_run_max_s is None else policy.inline_run_max_s
         self._inline = inline if limit > 0 else None
         self._inline_max_ns = limit * 1e9
@@ -233,6 +237,7 @@ class DynamicBatcher:
         label: str,
         observer: BatchObserver | None = None,
         on_batch_failure: FailureObserver | None = None,
+        queue_observer: QueueObserver | None = None,
     ) -> DynamicBatcher:
         """A batcher over a blocking ``run``, executed on its own inference thread (closed with it)."""
         thread = InferenceThread(f"infer {label}")
@@ -241,7 +246,7 @@ class DynamicBatcher:
             outputs: Arrays = await thread.call(lambda: run(feeds))
             return outputs
 
-        return cls(run_on_thread, policy, label, observer, thread, on_batch_failure, inline=run)
+        return cls(run_on_thread, policy, label, observer, thread, on_batch_failure, run, queue_observer)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -474,6 +479,8 @@ class DynamicBatcher:
         for item, part in zip(batch, parts, strict=True):
             if not item.future.done():
                 item.future.set_result(Outcome(part, started - item.enqueued, compute_ns))
+        if self._queue_observer is not None:  # once per batch, not once per request
+            self._queue_observer([started - item.enqueued for item in batch])
 
     async def _run_alone(self, item: _Pending, started: int) -> None:
         try:
@@ -489,6 +496,8 @@ class DynamicBatcher:
             return
         if not item.future.done():
             item.future.set_result(Outcome(outputs, started - item.enqueued, compute_ns))
+        if self._queue_observer is not None:
+            self._queue_observer([started - item.enqueued])
 
     async def _timed(self, feeds: Arrays, rows: int) -> tuple[Arrays, int]:
         size = elements(feeds)

@@ -77,17 +77,20 @@ class LoadedVersion:
     async def infer(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
         try:
             if self.runner is not None:
-                outcome = await self.runner.submit(feeds, rows)
-            else:
-                outcome = await self._run_alone(feeds, rows)
+                return await self.runner.submit(feeds, rows)  # its queue time: see `observe_queue`
+            outcome = await self._run_alone(feeds, rows)
         except (Overloaded, RequestTimeout) as exc:
             if self.metrics is not None:
                 reason = "queue_full" if isinstance(exc, Overloaded) else "timeout"
                 self.metrics.rejected.labels(reason).inc()
             raise
-        if self._queue_time is not None and self.metrics is not None:
-            self.metrics.deferred.observe(self._queue_time, outcome.queue_ns / 1e9)
+        self.observe_queue([outcome.queue_ns])
         return outcome
+
+    def observe_queue(self, queue_ns: list[int]) -> None:
+        """Queue times of requests an execution answered (the runner reports each batch's at once)."""
+        if self._queue_time is not None and self.metrics is not None:
+            self.metrics.deferred.observe_many(self._queue_time, [value / 1e9 for value in queue_ns])
 
     async def _run_alone(self, feeds: dict[str, np.ndarray], rows: int) -> Outcome:
         enqueued = time.perf_counter_ns()

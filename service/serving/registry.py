@@ -315,7 +315,7 @@ class ModelRegistry:
             timeout_s=self._settings.request_timeout_s,
         )
         return DynamicBatcher.blocking(
-            model.run_sync, policy, label, loaded.observe_execution, loaded.observe_batch_failure
+            model.run_sync, policy, label, loaded.observe_execution, loaded.observe_batch_failure, loaded.observe_queue
         )
 
     def _changed(self) -> None:

@@ -45,6 +45,8 @@ async def test_updates_on_the_event_loop_wait_and_a_scrape_applies_them_first() 
     metrics.deferred.inc(metrics.in_flight)
     metrics.deferred.inc(metrics.in_flight, -1.0)
     metrics.deferred.observe(metrics.batch_size.labels("m", "1"), 4)
+    metrics.deferred.observe_many(metrics.queue_time.labels("m", "1"), [0.0001, 0.002])
+    metrics.deferred.observe_many(metrics.queue_time.labels("m", "1"), [0.3])
     inference = (metrics.inference_requests.labels("m", "1", "200"), metrics.inference_latency.labels("m", "1"))
     metrics.deferred.count(inference, 0.002)
     metrics.deferred.count(inference, 0.2)
@@ -58,6 +60,9 @@ async def test_updates_on_the_event_loop_wait_and_a_scrape_applies_them_first() 
     assert "weightserve_http_requests_in_flight 0.0" in text
     assert 'weightserve_batch_size_bucket{le="4.0",model="m",version="1"} 1.0' in text
     assert 'weightserve_batch_size_count{model="m",version="1"} 1.0' in text
+    queue = "weightserve_queue_duration_seconds"
+    assert f'{queue}_count{{model="m",version="1"}} 3.0' in text
+    assert f'{queue}_bucket{{le="0.0025",model="m",version="1"}} 2.0' in text
 
 
 async def test_pending_updates_are_applied_by_the_loop_without_a_scrape() -> None:

@@ -78,6 +78,24 @@ async def test_each_request_gets_its_own_rows_from_one_shared_batch() -> None:
     await batcher.aclose()
 
 
+async def test_each_execution_reports_the_queue_times_of_the_requests_it_answered_at_once() -> None:
+    gate = asyncio.Event()
+    model = FakeModel(gate)
+    reported: list[list[int]] = []
+    batcher = DynamicBatcher(model.run, BatchPolicy(max_batch_size=64), "fake version 1", queue_observer=reported.append)
+    batcher.start()
+    first = asyncio.create_task(batcher.submit({"x": rows(0.0)}, 1))
+    await settle()
+    tasks = [asyncio.create_task(batcher.submit({"x": rows(float(i))}, 1)) for i in range(3)]
+    await settle()
+    gate.set()
+    outcomes = await asyncio.gather(first, *tasks)
+    assert model.batches == [1, 3]
+    assert reported == [[outcomes[0].queue_ns], [outcome.queue_ns for outcome in outcomes[1:]]]
+    assert all(value >= 0 for values in reported for value in values)
+    await batcher.aclose()
+
+
 async def test_a_lone_request_runs_at_once_without_waiting_for_company() -> None:
     model = FakeModel()
     batcher = await started(BatchPolicy(max_batch_size=64, max_queue_delay_s=0.0), model.run)
