@@ -111,25 +111,16 @@ class Deferred:
         pending = self._pending()
         if pending is None:
             child.observe(value)
-            return
-        values = pending.observed.get(child)
-        if values is None:
-            pending.observed[child] = [value]
         else:
-            values.append(value)
+            pending.observed.setdefault(child, []).append(value)
 
     def observe_many(self, child: Any, values: list[float]) -> None:
-        """``child.observe(value)`` for each of ``values`` (a histogram's labelled child). The list is kept
-        until updates apply: pass one nobody changes."""
+        """``child.observe(value)`` for each of ``values`` (a histogram's labelled child)."""
         pending = self._pending()
         if pending is None:
             observe_all(child, values)
-            return
-        known = pending.observed.get(child)
-        if known is None:
-            pending.observed[child] = values
         else:
-            known.extend(values)
+            pending.observed.setdefault(child, []).extend(values)
 
     def count(self, children: tuple[Any, ...], value: float) -> None:
         """One event counted and measured in each (counter, histogram) pair of ``children``, given flat
@@ -138,12 +129,8 @@ class Deferred:
         pending = self._pending()
         if pending is None:
             _count_all(children, [value])
-            return
-        values = pending.counted.get(children)
-        if values is None:
-            pending.counted[children] = [value]
         else:
-            values.append(value)
+            pending.counted.setdefault(children, []).append(value)
 
     def flush(self) -> None:
         """Apply this thread's pending updates now (a scrape, shutdown)."""
