@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import orjson
 
-from bench import ceiling, inprocess
+from bench import ceiling, inprocess, opcodes
 from bench.bodies import binary_body, decode_output, json_body
 from bench.minimal import MinimalApp
 from bench.models import SMALL, WIDE, MlpShape, build, sample
@@ -218,3 +218,18 @@ def test_the_medians_keep_one_row_per_server_and_point_the_middle_one_by_through
         ("naive", 1, 700),
     ]
     assert kept[0].cpu_us == 5_000  # the whole row of that run: its latencies and CPU too
+
+
+async def test_the_instruction_count_covers_the_servers_work_and_not_its_clients() -> None:
+    tally, requests, statuses = await opcodes.count("weightserve", "json", 4, 2)
+    assert (requests, dict(statuses)) == (8, {200: 8})
+    files = {filename for filename, _ in tally.by_function}
+    assert any(filename.endswith("service/serving/inference.py") for filename in files)
+    assert not any(filename.endswith("bench/opcodes.py") for filename in files)
+    minimal, _, minimal_statuses = await opcodes.count("minimal", "binary", 4, 2)
+    assert dict(minimal_statuses) == {200: 8}
+    # The minimal server runs a fraction of weightserve's Python: no validation, metrics or statistics.
+    assert sum(minimal.by_function.values()) < sum(tally.by_function.values()) / 2
+    text = opcodes.report(tally, requests, top=3)
+    assert text.splitlines()[0].endswith("bytecode instructions per request (8 requests)")
+    assert "service/serving/inference.py:infer" in text
