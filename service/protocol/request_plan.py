@@ -79,6 +79,9 @@ class _Input:
     shape as a tuple (see `_fitting_shape`)."""
 
 
+_Split = tuple[tuple[bytes, ...], tuple[int, ...]]
+"""What `native_json.split_data` gives: the segments around a body's data arrays, and where they lie."""
+
 _SHAPES_KEPT = 64
 """Fitting shapes remembered per input; when full, new ones are checked each time."""
 _INT_ONLY = {int}
@@ -166,18 +169,18 @@ class RequestPlan:
             return None
         length = headers.get(HEADER_LENGTH)
         if length is None:
-            return self._read_known_json(body, max_elements) or self._read_json(body, max_elements)
+            if not self._json_ready:
+                return None
+            split = native_json.split_data(body)  # once: to look the layout up, else to remember it
+            return self._read_known_json(body, split, max_elements) or self._read_json(body, split, max_elements)
         return self._read_known_binary(body, length, max_elements)
 
-    def _read_known_json(self, body: bytes, max_elements: int) -> PlannedRequest | None:
+    def _read_known_json(self, body: bytes, split: _Split | None, max_elements: int) -> PlannedRequest | None:
         """A whole-JSON request whose bytes outside its data arrays are those of one `_read_json` read
         before. The same bytes with other flat number arrays in the same places make the same document
         but for those arrays, so only the arrays are read (natively, as `parse` reads them) and their
         lengths and values checked; nothing else of the body is parsed again."""
-        if not self._json_layouts:
-            return None
-        split = native_json.split_data(body)
-        if split is None:
+        if split is None or not self._json_layouts:
             return None
         segments, spans = split
         request_id = None
@@ -198,11 +201,10 @@ class RequestPlan:
             feeds[name] = array.reshape(shape)
         return PlannedRequest(request_id, feeds, layout.rows, layout.selected)
 
-    def _remember_json(self, body: bytes, request: PlannedRequest) -> None:
+    def _remember_json(self, split: _Split | None, request: PlannedRequest) -> None:
         """Keeps what `_read_json` found in ``body`` by the bytes outside its data arrays (with a leading
         id cut out, as for binary headers). In a document the plan accepts, the only ``"data"`` keys are
         the inputs' own, so `native_json.split_data` finds exactly their arrays."""
-        split = native_json.split_data(body)
         if split is None or len(split[1]) != 2 * len(request.feeds):
             return
         segments = split[0]
@@ -269,12 +271,11 @@ class RequestPlan:
         selected = tuple(request.selected)
         self._layouts[key] = _BinaryLayout(tuple(inputs), offset, largest, request.rows, selected)
 
-    def _read_json(self, body: bytes, max_elements: int) -> PlannedRequest | None:
+    def _read_json(self, body: bytes, split: _Split | None, max_elements: int) -> PlannedRequest | None:
         """A whole-JSON request read by `native_json` in one pass: its data arrays come as float64 and
         float32 bytes, never as Python floats. Reads what `read` reads from such a request, exactly as it
-        does, and gives None for the rest."""
-        if not self._json_ready:
-            return None
+        does, and gives None for the rest. ``split`` is the body's `native_json.split_data`, kept with
+        what was read so that the next request with the same text around its arrays is read from them."""
         document = native_json.parse(body)
         if document is None or not document.keys() <= _DOCUMENT_KEYS:
             return None
@@ -310,7 +311,7 @@ class RequestPlan:
         if selected is None:
             return None
         request = PlannedRequest(request_id, feeds, rows, selected)
-        self._remember_json(body, request)
+        self._remember_json(split, request)
         return request
 
     def _input(
