@@ -41,6 +41,8 @@ _READ = {
 
 _MEDIA_TYPES = {name: name.encode() for name in ("application/json", "application/octet-stream")}
 """The infer path's response media types, encoded once."""
+_HEADER_NAMES = {name: name.lower().encode() for name in ("Inference-Header-Content-Length", "Content-Encoding")}
+"""The response headers `encode` sets, as ASGI names, encoded once."""
 
 _TEMPLATE = "/v2/models/{model_name}/infer"
 _VERSIONED_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -175,8 +177,8 @@ async def _send(
 ) -> None:
     content_type = _MEDIA_TYPES.get(media_type) or media_type.encode()
     headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    if extra:
-        headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in extra.items()]
+    for key, value in extra.items():  # a loop, not a comprehension: no function frame for one header
+        headers.append((_HEADER_NAMES.get(key) or key.lower().encode("latin-1"), value.encode("latin-1")))
     if extra_header is not None:
         headers.append(extra_header)
     await send({"type": "http.response.start", "status": status, "headers": headers})

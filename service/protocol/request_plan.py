@@ -64,7 +64,8 @@ class PlannedRequest:  # not frozen: a frozen dataclass is built three times slo
     feeds: dict[str, np.ndarray]
     rows: int
     selected: list[tuple[str, bool]]
-    """(output name, as binary) in response order, as `encode.select_outputs` gives them."""
+    """(output name, as binary) in response order, as `encode.select_outputs` gives them. May be shared
+    with other requests of the same layout: read it, never change it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,8 @@ class _BinaryLayout:
     largest: int
     """The element count of the largest input, checked against the limit of each request read."""
     rows: int
-    selected: tuple[tuple[str, bool], ...]
+    selected: list[tuple[str, bool]]
+    """Shared by every request read with this layout, never changed by a reader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +242,10 @@ class RequestPlan:
         layout = self._layouts.get(key)
         if layout is None or len(body) != end + layout.size or layout.largest > max_elements:
             return None
-        feeds = {
-            name: np.frombuffer(body, dtype, count, end + offset).reshape(shape)
-            for name, dtype, count, offset, shape in layout.inputs
-        }
-        return PlannedRequest(request_id, feeds, layout.rows, list(layout.selected))
+        feeds: dict[str, np.ndarray] = {}
+        for name, dtype, count, offset, shape in layout.inputs:
+            feeds[name] = np.frombuffer(body, dtype, count, end + offset).reshape(shape)
+        return PlannedRequest(request_id, feeds, layout.rows, layout.selected)
 
     def _remember(self, header: RequestHeader, raw_inputs: list[Any], request: PlannedRequest) -> None:
         """Keeps where a binary request's inputs lie, by its JSON header's bytes without a leading id
@@ -268,7 +269,7 @@ class RequestPlan:
         if len(self._layouts) >= _REMEMBERED_HEADERS:
             self._layouts.clear()
         largest = max(count for _, _, count, _, _ in inputs)
-        selected = tuple(request.selected)
+        selected = list(request.selected)  # its own: `read` made this request's list
         self._layouts[key] = _BinaryLayout(tuple(inputs), offset, largest, request.rows, selected)
 
     def _read_json(self, body: bytes, split: _Split | None, max_elements: int) -> PlannedRequest | None:
