@@ -476,11 +476,14 @@ class DynamicBatcher:
             for item in batch:
                 await self._run_alone(item, time.monotonic_ns())
             return
+        answered: list[int] = []
         for item, part in zip(batch, parts, strict=True):
-            if not item.future.done():
-                item.future.set_result(Outcome(part, started - item.enqueued, compute_ns))
-        if self._queue_observer is not None:  # once per batch, not once per request
-            self._queue_observer([started - item.enqueued for item in batch])
+            if not item.future.done():  # else its caller went away: no answer, no queue time
+                queued = started - item.enqueued
+                item.future.set_result(Outcome(part, queued, compute_ns))
+                answered.append(queued)
+        if self._queue_observer is not None and answered:  # once per batch, not once per request
+            self._queue_observer(answered)
 
     async def _run_alone(self, item: _Pending, started: int) -> None:
         try:
@@ -496,8 +499,8 @@ class DynamicBatcher:
             return
         if not item.future.done():
             item.future.set_result(Outcome(outputs, started - item.enqueued, compute_ns))
-        if self._queue_observer is not None:
-            self._queue_observer([started - item.enqueued])
+            if self._queue_observer is not None:
+                self._queue_observer([started - item.enqueued])
 
     async def _timed(self, feeds: Arrays, rows: int) -> tuple[Arrays, int]:
         size = elements(feeds)
