@@ -263,15 +263,18 @@ class Analyzer:
                         log.warning("spectral analysis of %s in %s failed: %s", task.name, job.label, exc)
                         self._fail(job, task.key, str(exc))
                     return
+                # the timing and the count go in before the entry is visible: a watcher that sees
+                # the matrix done must also see how long it took here, and that it was computed
+                with self._lock:
+                    self._timings[task.key] = {"seconds": result.seconds, "peak_bytes": result.peak_bytes,
+                                               "process": process.pid}
+                    _trim(self._timings)
+                self.cache.counters.add(KIND, "computed")
                 entry = _entry(result.doc, result.evals)
                 self.cache.put(KIND, task.key, entry.doc, entry.arrays)
-                self.cache.counters.add(KIND, "computed")
         self._remember(task.key, entry)
         with self._lock:
             job.attempted.add(task.key)
-            self._timings[task.key] = {"seconds": result.seconds, "peak_bytes": result.peak_bytes,
-                                       "process": process.pid}
-            _trim(self._timings)
             complete = len(job.attempted) >= len(job.tasks)
         self._learn_rate(task.work, result.seconds)
         if complete and all(self.entry(key) is not None or key in job.failed for key in job.tasks):

@@ -68,6 +68,28 @@ def test_the_listing_answers_at_once_and_the_job_fills_it_in(mlp: Path, private_
     store.close()
 
 
+def test_a_watcher_never_sees_a_matrix_done_before_its_timing(tmp_path: Path, private_cache: Path) -> None:
+    """Polled without pause while the job runs: whenever a matrix computed here reads done, its time and
+    the computed count are already there (they went in before the entry became visible)."""
+    weights = mlp_weights(seed=3, shapes=((160, 120),) * 10)
+    store = _background(private_cache)
+    version = store.open("mlp 1", write_mlp(tmp_path / "mlp" / "1", weights, external=True))
+    polls = 0
+    while True:
+        status = store.analysis(version)
+        polls += 1
+        done = [m for m in status["matrices"] if m["state"] == "done"]
+        for matrix in done:
+            assert matrix["computed_here"], (polls, matrix)
+            assert matrix["seconds"] is not None, (polls, matrix)
+        assert store.disk.counters.get("spectral", "computed") >= len(done)
+        if status["state"] == "done":
+            break
+        assert polls < 1_000_000
+    assert len(done) == len(weights)
+    store.close()
+
+
 def test_the_tensor_document_carries_its_eigenvalues(mlp: Path, private_cache: Path) -> None:
     store = _background(private_cache, spectral_listed_eigenvalues=50)
     version = _version(store, mlp)
