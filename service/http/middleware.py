@@ -15,7 +15,7 @@ import orjson
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
-from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, infer_target, read_headers
+from service.http.infer_fast_path import CLIENT_CLOSED, InferFastPath, read_headers
 from service.ops.idle_poll import IdlePoll
 from service.ops.logs import REQUEST_ID_HEADER, RequestContext, begin_request, end_request, request_id_from
 from service.ops.prometheus import ServiceMetrics
@@ -48,7 +48,8 @@ class RequestMiddleware:
         self._open = 0
         """Every HTTP request being handled: the in-flight gauge, read when metrics apply."""
         metrics.deferred.sample(metrics.in_flight, self._open_requests)
-        # Infer requests go straight to the infer path when it is the next layer (see `_infer`).
+        # The app's entry hands infer requests to `infer`, which goes straight to the infer path when it
+        # is the next layer; every other request comes through `__call__`.
         self._direct = app if isinstance(app, InferFastPath) else None
         self._label_cache: dict[tuple[str, str, int, str, str], tuple[Any, ...]] = {}
         # After each response the loop polls a while for the client's next request (see ops.idle_poll).
@@ -58,11 +59,6 @@ class RequestMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
-        if self._direct is not None and scope["method"] == "POST":
-            target = infer_target(scope["path"])
-            if target is not None:
-                await self.infer(scope, receive, send, target)
-                return
         await self._handle(scope, receive, send)
 
     async def infer(self, scope: HTTPScope, receive: Receive, send: Send, target: tuple[str, str | None]) -> None:
