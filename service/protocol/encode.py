@@ -74,7 +74,11 @@ def encode_response(
         entries.append(entry)
     if outputs is not None:
         header["outputs"] = entries
-    json_part = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    return _assemble(orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY), chunks, accept_encoding)
+
+
+def _assemble(json_part: bytes, chunks: list[bytes], accept_encoding: str | None) -> EncodedResponse:
+    """The body: the JSON header, then the binary chunks (if any), compressed as the client accepts."""
     headers: dict[str, str] = {}
     if chunks:
         headers["Inference-Header-Content-Length"] = str(len(json_part))
@@ -82,11 +86,89 @@ def encode_response(
         media_type = "application/octet-stream"
     else:
         body, media_type = json_part, "application/json"
-    encoding = compression.negotiate(accept_encoding)
-    if encoding is not None:
-        body = compression.compress(body, encoding)
-        headers["Content-Encoding"] = encoding
+    if accept_encoding:
+        encoding = compression.negotiate(accept_encoding)
+        if encoding is not None:
+            body = compression.compress(body, encoding)
+            headers["Content-Encoding"] = encoding
     return EncodedResponse(body, headers, media_type)
+
+
+_KEPT_ENTRIES = 256
+"""Output layouts a `ResponseEncoder` keeps at most."""
+_VALUES = orjson.OPT_SERIALIZE_NUMPY
+
+
+class ResponseEncoder:
+    """One model version's responses, written as `encode_response` writes them, with the JSON text of
+    everything but the values made once: per output, its entry up to the values (name, datatype and
+    shape), or its whole entry when the values go as binary data (their size follows from the shape).
+    A small model's response is mostly that text, which `encode_response` builds from dictionaries on
+    every request. Outputs of strings or BF16 go through `encode_response`."""
+
+    def __init__(self, model_name: str, model_version: str) -> None:
+        self._model_name = model_name
+        self._model_version = model_version
+        self._head = orjson.dumps({"model_name": model_name, "model_version": model_version})[:-1]
+        # (name, dtype, shape, as_binary) -> the entry's text (binary: whole; JSON: up to the values)
+        self._entries: dict[tuple[str, np.dtype[Any], tuple[int, ...], bool], bytes] = {}
+
+    @property
+    def layouts_kept(self) -> int:
+        return len(self._entries)
+
+    def encode(
+        self,
+        request_id: str | None,
+        selected: Sequence[tuple[str, bool]],
+        outputs: Mapping[str, np.ndarray],
+        accept_encoding: str | None,
+    ) -> EncodedResponse:
+        """The response with ``outputs[name]`` for each (name, as_binary) of ``selected``, in order."""
+        parts = [self._head, b',"id":', orjson.dumps(request_id)] if request_id is not None else [self._head]
+        chunks: list[bytes] = []
+        separator = b',"outputs":['
+        for name, binary in selected:
+            array = outputs[name]
+            key = (name, array.dtype, array.shape, binary)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entry(key)
+                if entry is None:  # strings or BF16
+                    return encode_response(
+                        self._model_name,
+                        self._model_version,
+                        request_id,
+                        [(out, outputs[out], as_binary) for out, as_binary in selected],
+                        accept_encoding,
+                    )
+            parts.append(separator)
+            parts.append(entry)
+            if binary:
+                chunks.append(array.tobytes())  # in C order, whatever the array's layout
+            else:
+                parts.append(orjson.dumps(array.ravel(), option=_VALUES))  # ravel: contiguous, as orjson needs
+                parts.append(b"}")
+            separator = b","
+        parts.append(b"]}" if selected else b',"outputs":[]}')
+        return _assemble(b"".join(parts), chunks, accept_encoding)
+
+    def _entry(self, key: tuple[str, np.dtype[Any], tuple[int, ...], bool]) -> bytes | None:
+        """The text of one output's entry, kept; None for strings, BF16 and other dtypes
+        `encode_response` converts."""
+        name, dtype, shape, binary = key
+        if not dtype.isnative or dtype.kind not in "biuf":
+            return None
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(np.empty(0, dtype)), "shape": list(shape)}
+        if binary:
+            entry["parameters"] = {"binary_data_size": int(np.prod(shape, dtype=np.int64)) * dtype.itemsize}
+            text = orjson.dumps(entry)
+        else:
+            text = orjson.dumps(entry)[:-1] + b',"data":'
+        if len(self._entries) >= _KEPT_ENTRIES:
+            self._entries.clear()  # shapes without end (sequence lengths): keep the recent ones
+        self._entries[key] = text
+        return text
 
 
 def _to_binary(array: np.ndarray, datatype: str) -> bytes:

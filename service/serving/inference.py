@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from service.errors import ServiceError
 from service.protocol.decode import decode_inputs
-from service.protocol.encode import EncodedResponse, encode_response, select_outputs
+from service.protocol.encode import EncodedResponse, select_outputs
 from service.protocol.request import check_request, read_header
 from service.protocol.signature import request_rows
 from service.serving.registry import ModelRegistry
@@ -42,13 +42,8 @@ async def infer(
             decoded = time.perf_counter_ns()
             outcome = await loaded.infer(feeds, rows)
             ran = time.perf_counter_ns()
-            outputs = outcome.outputs
-            response = encode_response(
-                name,
-                loaded.version_text,
-                request_id,
-                [(out, outputs[out], binary) for out, binary in selected],
-                headers.get("accept-encoding"),
+            response = loaded.response_encoder.encode(
+                request_id, selected, outcome.outputs, headers.get("accept-encoding")
             )
         except ServiceError:
             loaded.stats.record_failure(time.perf_counter_ns() - began)

@@ -15,6 +15,7 @@ import numpy as np
 
 from service.errors import Overloaded, RequestTimeout
 from service.ops.prometheus import ServiceMetrics
+from service.protocol.encode import ResponseEncoder
 from service.protocol.request_plan import RequestPlan
 from service.serving import batching
 from service.serving.admission import AdmissionGate
@@ -52,6 +53,8 @@ class LoadedVersion:
     _batch_size: Any = field(default=None, init=False, repr=False)
     request_plan: RequestPlan = field(init=False, repr=False)
     """Reads this signature's common requests in one pass (see ``protocol.request_plan``)."""
+    response_encoder: ResponseEncoder = field(init=False, repr=False)
+    """Writes this version's responses (see ``protocol.encode``)."""
     name: str = field(init=False)
     version: int = field(init=False)
     version_text: str = field(init=False, repr=False)
@@ -63,6 +66,7 @@ class LoadedVersion:
         self.version = self.spec.version
         self.version_text = str(self.spec.version)
         self.request_plan = RequestPlan(self.model.inputs, self.model.output_names)
+        self.response_encoder = ResponseEncoder(self.name, self.version_text)
         # Labelled children resolved once: labels() locks and builds a key on every call.
         if self.metrics is not None:
             labels = (self.spec.name, str(self.spec.version))
