@@ -134,7 +134,7 @@ class ResponseEncoder:
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entry(key)
-                if entry is None:  # strings or BF16
+                if entry is None:  # strings, BF16: only the general encoder writes them
                     return encode_response(
                         self._model_name,
                         self._model_version,
