@@ -133,7 +133,7 @@ class ResponseEncoder:
             key = (name, array.dtype, array.shape, binary)
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entry(key)
+                entry = self._entry(key, array)
                 if entry is None:  # strings, BF16: only the general encoder writes them
                     return encode_response(
                         self._model_name,
@@ -153,13 +153,13 @@ class ResponseEncoder:
         parts.append(b"]}" if selected else b',"outputs":[]}')
         return _assemble(b"".join(parts), chunks, accept_encoding)
 
-    def _entry(self, key: tuple[str, np.dtype[Any], tuple[int, ...], bool]) -> bytes | None:
+    def _entry(self, key: tuple[str, np.dtype[Any], tuple[int, ...], bool], array: np.ndarray) -> bytes | None:
         """The text of one output's entry, kept; None for strings, BF16 and other dtypes
         `encode_response` converts."""
         name, dtype, shape, binary = key
         if not dtype.isnative or dtype.kind not in "biuf":
             return None
-        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(np.empty(0, dtype)), "shape": list(shape)}
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(shape)}
         if binary:
             entry["parameters"] = {"binary_data_size": int(np.prod(shape, dtype=np.int64)) * dtype.itemsize}
             text = orjson.dumps(entry)
