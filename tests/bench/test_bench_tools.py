@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import orjson
+import pytest
 
-from bench import ceiling, inprocess, opcodes
+from bench import ceiling, floor, inprocess, opcodes
 from bench.bodies import binary_body, decode_output, json_body
 from bench.minimal import MinimalApp
 from bench.models import SMALL, WIDE, MlpShape, build, sample
@@ -145,6 +146,24 @@ async def test_the_minimal_server_batches_concurrent_requests_and_answers_each_i
         np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_floor_times_a_warm_run_per_sample_and_the_read_of_a_bodys_numbers(tmp_path: Path) -> None:
+    shape = MlpShape("tiny", (6, 5, 3))
+    model = tmp_path / "model.onnx"
+    onnx.save(build(shape), model)
+    parts = floor.measure(model, shape, 4, json_body(sample(shape, rows=2), tmp_path, "tiny").path.read_bytes(), 0.0)
+    assert parts.batch == 4
+    assert 0 < parts.model_us < 1e6
+    assert 0 < parts.read_us < 1e6
+    assert parts.total_us(100.0) == pytest.approx(100.0 + parts.model_us + parts.read_us)
+
+
+def test_the_floor_refuses_a_body_without_numbers_to_read() -> None:
+    with pytest.raises(ValueError, match="no data array"):
+        floor.read_us(b'{"inputs": []}', 0.0)
+    with pytest.raises(ValueError, match="not a flat array of numbers"):
+        floor.read_us(b'{"inputs": [{"data": [[1, 2]]}]}', 0.0)
+
+
 def test_the_report_prints_ratios_from_one_run_and_a_verdict_per_target(capsys: Any) -> None:
     def row(server: str, body: str, connections: int, rps: float, p50: float, p99: float, cpu: float) -> Row:
         load = LoadResult(requests=int(rps * 10), seconds=10.0, p50_ms=p50, p99_ms=p99, errors=0)
@@ -175,6 +194,14 @@ def test_the_report_prints_ratios_from_one_run_and_a_verdict_per_target(capsys: 
     assert verdicts["small json c=64 cpu <= 120 us/req"] == "MISSED"
     assert verdicts["small binary c=64 p99 <= 25 ms"] == "MISSED"
     assert verdicts["wide c=64 >= 80% of in-process b=16"] == "met"  # 85 %
+    assert "floor" not in out  # not measured: nothing said of it
+
+    _report(rows, [1, 64], wide_ceiling=1_000, batch=16, floor_parts=floor.Floor(18.0, 32, 17.5))
+    out = capsys.readouterr().out
+    assert "small json   c=64  floor for any server here: ceiling 100.0 + run 18.0 (b=32) + numbers 17.5 = 135.5" in out
+    assert "the cpu target is below the floor of 135.5 us: out of reach for any server on this machine" in out
+    _report(rows, [1, 64], wide_ceiling=1_000, batch=16, floor_parts=floor.Floor(5.0, 32, 5.0))
+    assert "out of reach" not in capsys.readouterr().out  # 110 us: within the target
 
 
 def test_each_load_point_runs_on_every_server_back_to_back_in_a_rotating_order() -> None:
