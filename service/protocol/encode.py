@@ -97,6 +97,7 @@ def _assemble(json_part: bytes, chunks: list[bytes], accept_encoding: str | None
 _KEPT_ENTRIES = 256
 """Output layouts a `ResponseEncoder` keeps at most."""
 _VALUES = orjson.OPT_SERIALIZE_NUMPY
+_OUTPUTS = b',"outputs":['
 
 
 class ResponseEncoder:
@@ -110,6 +111,8 @@ class ResponseEncoder:
         self._model_name = model_name
         self._model_version = model_version
         self._head = orjson.dumps({"model_name": model_name, "model_version": model_version})[:-1]
+        self._lead = self._head + _OUTPUTS
+        """Everything before the first output's entry, in a response with no id."""
         # (name, dtype, shape, as_binary) -> the entry's text (binary: whole; JSON: up to the values)
         self._entries: dict[tuple[str, np.dtype[Any], tuple[int, ...], bool], bytes] = {}
 
@@ -125,9 +128,19 @@ class ResponseEncoder:
         accept_encoding: str | None,
     ) -> EncodedResponse:
         """The response with ``outputs[name]`` for each (name, as_binary) of ``selected``, in order."""
+        if len(selected) == 1:  # most responses: one output, written without a list of parts to grow
+            name, binary = selected[0]
+            array = outputs[name]
+            entry = self._entries.get((name, array.dtype, array.shape, binary))
+            if entry is not None:
+                lead = self._lead if request_id is None else self._lead_with_id(request_id)
+                if binary:
+                    return _assemble(lead + entry + b"]}", [array.tobytes()], accept_encoding)
+                values = orjson.dumps(array.ravel(), option=_VALUES)
+                return _assemble(b"".join((lead, entry, values, b"}]}")), [], accept_encoding)
         parts = [self._head, b',"id":', orjson.dumps(request_id)] if request_id is not None else [self._head]
         chunks: list[bytes] = []
-        separator = b',"outputs":['
+        separator = _OUTPUTS
         for name, binary in selected:
             array = outputs[name]
             key = (name, array.dtype, array.shape, binary)
@@ -152,6 +165,9 @@ class ResponseEncoder:
             separator = b","
         parts.append(b"]}" if selected else b',"outputs":[]}')
         return _assemble(b"".join(parts), chunks, accept_encoding)
+
+    def _lead_with_id(self, request_id: str) -> bytes:
+        return b"".join((self._head, b',"id":', orjson.dumps(request_id), _OUTPUTS))
 
     def _entry(self, key: tuple[str, np.dtype[Any], tuple[int, ...], bool], array: np.ndarray) -> bytes | None:
         """The text of one output's entry, kept; None for strings, BF16 and other dtypes
