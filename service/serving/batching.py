@@ -434,9 +434,12 @@ class DynamicBatcher:
 
     def _trim_to_preferred(self, batch: list[_Pending]) -> list[_Pending]:
         """Cut the batch at the largest preferred size it reaches; the rest goes back first in line."""
+        preferred = self._policy.preferred_batch_sizes
+        if len(batch) == 1 or not preferred:  # most batches: no rows to count
+            return batch
         total = sum(item.rows for item in batch)
-        fitting = [size for size in self._policy.preferred_batch_sizes if size <= total]
-        if len(batch) == 1 or not fitting:
+        fitting = [size for size in preferred if size <= total]
+        if not fitting:
             return batch
         target = max(fitting)
         kept: list[_Pending] = []
@@ -459,8 +462,9 @@ class DynamicBatcher:
             return
         try:
             feeds = {name: np.concatenate([item.feeds[name] for item in batch]) for name in batch[0].feeds}
-            outputs, compute_ns = await self._timed(feeds, sum(item.rows for item in batch))
-            parts = _split(outputs, [item.rows for item in batch])
+            counts = [item.rows for item in batch]
+            outputs, compute_ns = await self._timed(feeds, sum(counts))
+            parts = _split(outputs, counts)
         except Exception as exc:  # isolate: rerun each request on its own
             # Usually one bad request among good ones; if every batch fails, the model itself cannot
             # batch (say, a hidden fixed batch size) and each request pays for two runs: worth a warning.
