@@ -23,34 +23,35 @@ async def infer(
     headers: Mapping[str, str],
 ) -> EncodedResponse:
     began = time.perf_counter_ns()
-    with registry.lease(name, version) as loaded:
-        try:
-            limit = settings.max_request_bytes
-            plan = loaded.request_plan
-            planned = plan.read_body(body, headers, limit)
-            if planned is None:
-                header = read_header(body, headers, limit)
-                planned = plan.read(header, limit)
-            if planned is not None:
-                request_id, feeds, rows, selected = planned.request_id, planned.feeds, planned.rows, planned.selected
-            else:  # anything out of the ordinary, errors included
-                request = check_request(header)
-                request_id = request.id
-                feeds = decode_inputs(request, loaded.model.inputs, name, limit)
-                selected = select_outputs(request, loaded.model.output_names, name)
-                rows = request_rows(loaded.model.inputs, feeds)
-            decoded = time.perf_counter_ns()
-            outcome = await loaded.infer(feeds, rows)
-            ran = time.perf_counter_ns()
-            response = loaded.response_encoder.encode(
-                request_id, selected, outcome.outputs, headers.get("accept-encoding")
-            )
-        except ServiceError:
-            loaded.stats.record_failure(time.perf_counter_ns() - began)
-            raise
+    loaded = registry.hold(name, version)
+    try:
+        limit = settings.max_request_bytes
+        plan = loaded.request_plan
+        planned = plan.read_body(body, headers, limit)
+        if planned is None:
+            header = read_header(body, headers, limit)
+            planned = plan.read(header, limit)
+        if planned is not None:
+            request_id, feeds, rows, selected = planned.request_id, planned.feeds, planned.rows, planned.selected
+        else:  # anything out of the ordinary, errors included
+            request = check_request(header)
+            request_id = request.id
+            feeds = decode_inputs(request, loaded.model.inputs, name, limit)
+            selected = select_outputs(request, loaded.model.output_names, name)
+            rows = request_rows(loaded.model.inputs, feeds)
+        decoded = time.perf_counter_ns()
+        outcome = await loaded.infer(feeds, rows)
+        ran = time.perf_counter_ns()
+        response = loaded.response_encoder.encode(request_id, selected, outcome.outputs, headers.get("accept-encoding"))
+    except ServiceError:
+        loaded.stats.record_failure(time.perf_counter_ns() - began)
+        raise
+    else:
         done = time.perf_counter_ns()
         loaded.stats.record_success(
             rows, done - began, outcome.queue_ns, decoded - began, outcome.compute_ns, done - ran
         )  # positional: keyword arguments cost every request a little more
+    finally:
+        loaded.release()  # so that an unload or swap waiting for this request goes on
     return response
 

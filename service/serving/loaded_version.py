@@ -124,12 +124,13 @@ class LoadedVersion:
         if self.metrics is not None:
             self.metrics.batch_failures.labels(self.spec.name, str(self.spec.version)).inc()
 
-    def _enter(self) -> None:
+    def hold(self) -> None:
+        """One more request holds this version (`ModelRegistry.hold`); `release` when it is done."""
         self._in_flight += 1
         if self._in_flight == 1:
             self._idle.clear()
 
-    def _leave(self) -> None:
+    def release(self) -> None:
         self._in_flight -= 1
         if self._in_flight == 0:
             self._idle.set()

@@ -116,6 +116,16 @@ class ModelRegistry:
         """Hold a version for one request (``async with``), so an unload or swap waits for it to finish."""
         return Lease(self, name, version)
 
+    def hold(self, name: str, version: int | None = None) -> LoadedVersion:
+        """What `lease` does on entering, for the inference path, which releases the version itself
+        (``LoadedVersion.release``, in a ``finally``) and so makes no `Lease` per request."""
+        if self._draining:
+            raise ModelNotReady("server is shutting down")
+        loaded = self.get(name, version)
+        note_model(loaded.name, loaded.version_text)
+        loaded.hold()
+        return loaded
+
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
         entries = sorted(self._index.values(), key=lambda e: (e.name, e.version or 0))
         return [e for e in entries if e.state is State.READY] if ready_only else entries
@@ -326,10 +336,10 @@ class ModelRegistry:
 
 
 class Lease:
-    """``async with registry.lease(name, version) as loaded`` (or ``with``, which costs the inference
-    path less: entering needs no await): the version is held from entering to leaving. A class rather
-    than an ``asynccontextmanager``: entering and leaving an async generator costs about a microsecond
-    more, and every inference request takes a lease."""
+    """``async with registry.lease(name, version) as loaded`` (or ``with``: entering needs no await): the
+    version is held from entering to leaving. A class rather than an ``asynccontextmanager``: entering
+    and leaving an async generator costs about a microsecond more. The inference path holds versions
+    with `ModelRegistry.hold` instead, without a lease object."""
 
     __slots__ = ("_loaded", "_name", "_registry", "_version")
 
@@ -340,19 +350,13 @@ class Lease:
         self._loaded: LoadedVersion | None = None
 
     def __enter__(self) -> LoadedVersion:
-        registry = self._registry
-        if registry._draining:
-            raise ModelNotReady("server is shutting down")
-        loaded = registry.get(self._name, self._version)
-        note_model(loaded.name, loaded.version_text)
-        loaded._enter()
-        self._loaded = loaded
+        loaded = self._loaded = self._registry.hold(self._name, self._version)
         return loaded
 
     def __exit__(self, *exc_info: object) -> None:
         loaded, self._loaded = self._loaded, None
         if loaded is not None:
-            loaded._leave()
+            loaded.release()
 
     async def __aenter__(self) -> LoadedVersion:
         return self.__enter__()
