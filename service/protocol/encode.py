@@ -128,19 +128,19 @@ class ResponseEncoder:
         accept_encoding: str | None,
     ) -> EncodedResponse:
         """The response with ``outputs[name]`` for each (name, as_binary) of ``selected``, in order."""
+        lead = self._lead if request_id is None else self._lead_with_id(request_id)
         if len(selected) == 1:  # most responses: one output, written without a list of parts to grow
             name, binary = selected[0]
             array = outputs[name]
             entry = self._entries.get((name, array.dtype, array.shape, binary))
             if entry is not None:
-                lead = self._lead if request_id is None else self._lead_with_id(request_id)
                 if binary:
                     return _assemble(lead + entry + b"]}", [array.tobytes()], accept_encoding)
                 values = orjson.dumps(array.ravel(), option=_VALUES)
                 return _assemble(b"".join((lead, entry, values, b"}]}")), [], accept_encoding)
-        parts = [self._head, b',"id":', orjson.dumps(request_id)] if request_id is not None else [self._head]
+        parts = [lead]
         chunks: list[bytes] = []
-        separator = _OUTPUTS
+        separator = b""
         for name, binary in selected:
             array = outputs[name]
             key = (name, array.dtype, array.shape, binary)
@@ -163,7 +163,7 @@ class ResponseEncoder:
                 parts.append(orjson.dumps(array.ravel(), option=_VALUES))  # ravel: contiguous, as orjson needs
                 parts.append(b"}")
             separator = b","
-        parts.append(b"]}" if selected else b',"outputs":[]}')
+        parts.append(b"]}")
         return _assemble(b"".join(parts), chunks, accept_encoding)
 
     def _lead_with_id(self, request_id: str) -> bytes:
